@@ -12,12 +12,10 @@ import importlib
 import logging
 import sys
 
+from chatcell_jax.errors import InputError
+
 # Order is the order of the help text: the pipeline's order.
 COMMAND_MODULES = ["prepare"]
-
-
-class UserError(Exception):
-    """Bad input from the user: printed as one clear line, exit code 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,9 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"chatcell {args.command}: error: {message}", file=sys.stderr)
+    except (InputError, FileNotFoundError) as err:
+        print(f"chatcell {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 
