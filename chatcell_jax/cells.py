@@ -1,0 +1,168 @@
+"""Cell sentences: expression profiles turned into gene symbols ordered by decreasing expression.
+
+The recipe follows Cell2Sentence: normalise each cell to a target total, log10(1 + x), keep the
+non-zero genes, order them by value (descending) with ties broken by a seeded random order, and
+upper-case the symbols. Everything here works on one CSR row chunk at a time, so a file of any
+size is processed in bounded memory.
+
+Two choices worth knowing:
+- The order is computed on the (filtered) counts, not on the normalised values. Per-cell scaling and
+  log10(1+x) are strictly increasing, so the order is identical, and sorting the exact counts
+  avoids float rounding creating or hiding ties.
+- Ties are broken by a hash of (seed, global cell index, gene index) instead of a random generator
+  per cell. It is a seeded uniform random order like Cell2Sentence's shuffle, but it does not depend
+  on how the file is chunked, and it vectorises over a whole chunk (one lexsort per chunk).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from chatcell_jax.errors import InputError
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class RankedChunk:
+    """Per-cell ranked genes of a chunk, CSR-like: cell i owns entries indptr[i]:indptr[i+1].
+
+    `genes` are column indices ordered by decreasing expression; `values` the matching
+    log10(1 + normalised expression).
+    """
+
+    indptr: np.ndarray
+    genes: np.ndarray
+    values: np.ndarray
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.indptr) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def ranks(self) -> np.ndarray:
+        """0-based position of each entry within its cell."""
+        return np.arange(len(self.genes)) - np.repeat(self.indptr[:-1], self.lengths())
+
+    def cell_genes(self, i: int, top_k: int | None = None) -> np.ndarray:
+        lo, hi = self.indptr[i], self.indptr[i + 1]
+        return self.genes[lo : hi if top_k is None else min(hi, lo + top_k)]
+
+
+def check_values(chunk: sp.csr_matrix, first_row: int, *, require_integers: bool) -> None:
+    """Reject values that cannot be raw counts, naming the cell and what the matrix looks like."""
+    data = chunk.data
+    if not np.all(np.isfinite(data)):
+        bad = int(np.flatnonzero(~np.isfinite(data))[0])
+        raise InputError(f"the matrix holds NaN or infinite values (first at cell {_row_of(chunk, bad) + first_row}); "
+                         "clean the input or pick the raw counts with --layer/--raw")
+    if np.any(data < 0):
+        bad = int(np.flatnonzero(data < 0)[0])
+        raise InputError(f"the matrix holds negative values (first at cell {_row_of(chunk, bad) + first_row}): it "
+                         "looks scaled or centred, not counts; pass the raw counts with --layer NAME or --raw")
+    if require_integers and data.size and not np.all(data == np.round(data)):
+        bad = int(np.flatnonzero(data != np.round(data))[0])
+        kind = "log-transformed" if data.max() < 30 else "normalised (e.g. CPM/TPM)"
+        raise InputError(
+            f"the matrix holds non-integer values (e.g. {data[bad]:.4g} at cell {_row_of(chunk, bad) + first_row}) "
+            f"and looks {kind}; pass raw counts with --layer NAME or --raw, or --allow-non-integer if the values "
+            "are meant to be ranked as they are"
+        )
+
+
+def _row_of(chunk: sp.csr_matrix, entry: int) -> int:
+    return int(np.searchsorted(chunk.indptr, entry, side="right") - 1)
+
+
+def genes_per_cell(chunk: sp.csr_matrix) -> np.ndarray:
+    return np.diff(chunk.indptr)
+
+
+def restrict_genes(chunk: sp.csr_matrix, keep_genes: np.ndarray | None) -> sp.csr_matrix:
+    """Zero out the columns of filtered genes (keeps the column indices stable)."""
+    if keep_genes is None:
+        return chunk
+    chunk = chunk.copy()
+    chunk.data[~keep_genes[chunk.indices]] = 0
+    chunk.eliminate_zeros()
+    return chunk
+
+
+def normalise_log10(chunk: sp.csr_matrix, target_total: float) -> sp.csr_matrix:
+    """Scale each cell to `target_total`, then log10(1 + x). Cells with no counts stay empty."""
+    totals = np.asarray(chunk.sum(axis=1)).ravel()
+    scale = np.divide(target_total, totals, out=np.zeros_like(totals), where=totals > 0)
+    out = chunk.copy()
+    out.data = np.log10(1.0 + out.data * np.repeat(scale, np.diff(out.indptr)))
+    return out
+
+
+def tie_break_keys(seed: int, cells: np.ndarray, genes: np.ndarray) -> np.ndarray:
+    """A seeded pseudo-random uint64 per (cell, gene), independent of chunking (splitmix64 mixing)."""
+    with np.errstate(over="ignore"):
+        x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        x ^= cells.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+        x ^= genes.astype(np.uint64) * np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def rank_chunk(counts: sp.csr_matrix, first_row: int, seed: int, target_total: float) -> RankedChunk:
+    """Rank the expressed genes of every cell in a canonical CSR chunk (see the module docstring)."""
+    rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+    keys = tie_break_keys(seed, rows + first_row, counts.indices)
+    order = np.lexsort((keys, -counts.data, rows))
+    values = normalise_log10(counts, target_total).data
+    return RankedChunk(indptr=counts.indptr.astype(np.int64), genes=counts.indices[order], values=values[order])
+
+
+def cell_sentences(
+    counts: sp.spmatrix | np.ndarray,
+    gene_symbols: np.ndarray,
+    *,
+    seed: int = 42,
+    target_total: float = 1e4,
+    top_k: int | None = None,
+    first_row: int = 0,
+) -> list[str]:
+    """Sentences for an in-memory count matrix (cells x genes): a convenience over `rank_chunk`."""
+    chunk = sp.csr_matrix(counts, dtype=np.float64)
+    chunk.sum_duplicates()
+    chunk.eliminate_zeros()
+    ranked = rank_chunk(chunk, first_row, seed, target_total)
+    symbols = normalise_symbols(np.asarray(gene_symbols))
+    return [" ".join(symbols[ranked.cell_genes(i, top_k)]) for i in range(ranked.n_cells)]
+
+
+def normalise_symbols(symbols: np.ndarray) -> np.ndarray:
+    """Upper-case, whitespace-free symbols (whitespace would split one gene into two words)."""
+    return np.array(["_".join(str(s).split()).upper() for s in symbols], dtype=object)
+
+
+def make_unique(symbols: np.ndarray) -> tuple[np.ndarray, int]:
+    """Suffix repeats as SYMBOL-1, SYMBOL-2 (AnnData's convention); returns the number renamed."""
+    seen: dict[str, int] = {}
+    taken = set(symbols.tolist())
+    out, renamed = [], 0
+    for symbol in symbols:
+        if symbol not in seen:
+            seen[symbol] = 0
+            out.append(symbol)
+            continue
+        renamed += 1
+        while True:
+            seen[symbol] += 1
+            candidate = f"{symbol}-{seen[symbol]}"
+            if candidate not in taken:
+                break
+        taken.add(candidate)
+        out.append(candidate)
+    return np.array(out, dtype=object), renamed

@@ -1,0 +1,481 @@
+"""Instruction datasets: cells of an `.h5ad` -> the four ChatCell tasks as JSONL splits + manifest.
+
+Two passes over the matrix, each streamed in row chunks:
+1. statistics: value checks, genes per cell, cells per gene (for the optional QC filters), totals;
+2. sentences: filter, normalise, rank (see `cells`), fit the inverse transform, render instructions
+   and append them to the split files.
+Splits are decided per cell between the passes, so no cell can appear in two splits. All output is
+written into a hidden temporary directory next to `out_dir` and renamed into place at the end: a
+failed run leaves nothing that looks like a finished dataset.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from chatcell_jax import cells, templates
+from chatcell_jax.errors import InputError
+from chatcell_jax.h5ad import H5adFile, MatrixSpec
+from chatcell_jax.inverse import InverseFitAccumulator
+from chatcell_jax.records import SPLITS, write_jsonl_line
+
+log = logging.getLogger(__name__)
+
+CELL_TASKS = ("random_generation", "pseudo_cell_generation", "annotation")
+LABELLED_TASKS = ("pseudo_cell_generation", "annotation")
+RESPONSES = ("resistant", "sensitive")
+MANIFEST_FORMAT = "chatcell-jax/instructions"
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class SourceOptions:
+    """How to read one `.h5ad` and turn its cells into sentences."""
+
+    layer: str | None = None
+    use_raw: bool = False
+    gene_key: str | None = None
+    target_total: float | str = 1e4  # a number, or "median" (median library size after QC)
+    min_genes: int = 0  # QC: drop cells with fewer expressed genes (Cell2Sentence used 200)
+    min_cells: int = 0  # QC: drop genes expressed in fewer cells (Cell2Sentence used 3)
+    allow_non_integer: bool = False
+    chunk_size: int = 2048
+
+
+@dataclass
+class DrugOptions:
+    """The drug-response task: obs[response_key] mapped to sensitive/resistant."""
+
+    drug: str
+    response_key: str
+    response_map: dict[str, str] = field(default_factory=dict)
+    # "raw": rank the stored values (e.g. TPM) as they are, no QC, as ChatCell did;
+    # "normalized": the same QC/normalisation checks as the cell tasks.
+    values: str = "raw"
+
+
+@dataclass
+class PrepareOptions:
+    label_key: str | None = "cell_type"
+    tasks: tuple[str, ...] = CELL_TASKS
+    mode: str = "one"  # "one": one task per cell (ChatCell); "all": every task for every cell
+    top_k: int = 100
+    seed: int = 42
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    stratify: bool = False
+    source: SourceOptions = field(default_factory=SourceOptions)
+
+    def validate(self) -> None:
+        unknown = set(self.tasks) - set(templates.TASKS)
+        if unknown:
+            raise InputError(f"unknown task(s) {sorted(unknown)}; choose from {list(templates.TASKS)}")
+        if self.mode not in ("one", "all"):
+            raise InputError(f"--mode must be 'one' or 'all', not {self.mode!r}")
+        if self.top_k < 1:
+            raise InputError(f"--top-k must be at least 1, not {self.top_k}")
+        if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or abs(sum(self.split_fractions) - 1) > 1e-6:
+            raise InputError(f"split fractions must be three non-negative numbers summing to 1, not {self.split_fractions}")
+        total = self.source.target_total
+        if not (total == "median" or (isinstance(total, (int, float)) and total > 0)):
+            raise InputError(f"--target-total must be a positive number or 'median', not {total!r}")
+
+
+def demo_data_path() -> Path:
+    """The bundled PBMC counts (700 cells, 10 types; see demo_data/PROVENANCE.md)."""
+    return Path(str(resources.files("chatcell_jax") / "demo_data" / "pbmc68k_counts.h5ad"))
+
+
+# --- pass 1: statistics ----------------------------------------------------------------------------
+
+
+@dataclass
+class SourceStats:
+    genes_per_cell: np.ndarray
+    cells_per_gene: np.ndarray
+    totals: np.ndarray
+
+
+def _scan_statistics(h5: H5adFile, opts: SourceOptions, require_integers: bool, progress: bool) -> SourceStats:
+    genes_per_cell = np.zeros(h5.n_cells, np.int64)
+    totals = np.zeros(h5.n_cells, np.float64)
+    cells_per_gene = np.zeros(h5.n_genes, np.int64)
+    for start, chunk in _chunks(h5, opts.chunk_size, progress, "checking"):
+        chunk.eliminate_zeros()
+        cells.check_values(chunk, start, require_integers=require_integers)
+        per_cell = cells.genes_per_cell(chunk)
+        genes_per_cell[start : start + chunk.shape[0]] = per_cell
+        totals[start : start + chunk.shape[0]] = np.asarray(chunk.sum(axis=1)).ravel()
+        passing = np.repeat(per_cell >= max(opts.min_genes, 1), per_cell)
+        cells_per_gene += np.bincount(chunk.indices[passing], minlength=h5.n_genes)
+    return SourceStats(genes_per_cell, cells_per_gene, totals)
+
+
+def _chunks(h5: H5adFile, chunk_size: int, progress: bool, what: str):
+    bar = tqdm(total=h5.n_cells, unit="cells", desc=f"{what} {h5.path.name}", disable=not progress, smoothing=0.1)
+    for start, chunk in h5.iter_chunks(chunk_size):
+        yield start, chunk
+        bar.update(chunk.shape[0])
+    bar.close()
+
+
+# --- splits -----------------------------------------------------------------------------------------
+
+
+def assign_splits(
+    keep: np.ndarray, seed: int, fractions: tuple[float, float, float], strata: np.ndarray | None = None
+) -> np.ndarray:
+    """Split index (0 train, 1 valid, 2 test, -1 dropped) per cell; seeded, optionally stratified."""
+    split = np.full(len(keep), -1, np.int8)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(keep)] if strata is None else [
+        np.flatnonzero(keep & (strata == value)) for value in pd.unique(strata[keep])
+    ]
+    for members in groups:
+        members = rng.permutation(members)
+        bounds = np.round(np.cumsum(fractions)[:2] * len(members)).astype(int)
+        for index, part in enumerate(np.split(members, bounds)):
+            split[part] = index
+    return split
+
+
+# --- choices that must not depend on chunking -------------------------------------------------------
+
+
+def _hashed(seed: int, salt: int, cell_index: np.ndarray) -> np.ndarray:
+    """A seeded uint64 per cell and purpose (`salt`), as Python ints for cheap modulo."""
+    return cells.tie_break_keys(seed, cell_index, np.full(len(cell_index), salt, np.int64)).tolist()
+
+
+@dataclass(frozen=True)
+class CellChoices:
+    """Which task (mode "one") and which phrasing each cell of a chunk gets."""
+
+    task_key: list[int]
+    phrasing_keys: dict[str, list[int]]
+
+    @classmethod
+    def for_cells(cls, seed: int, cell_index: np.ndarray, tasks: tuple[str, ...]) -> CellChoices:
+        return cls(_hashed(seed, 1, cell_index),
+                   {task: _hashed(seed, 2 + templates.TASKS.index(task), cell_index) for task in tasks})
+
+
+# --- pass 2: sentences and instructions ------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    """One input file and what it contributes."""
+
+    path: Path
+    options: SourceOptions
+    tasks: tuple[str, ...]
+    label_key: str | None = None
+    drug: DrugOptions | None = None
+
+
+class DatasetWriter:
+    """Renders records into the three split files and keeps every count the manifest reports."""
+
+    def __init__(self, directory: Path, options: PrepareOptions):
+        self.options = options
+        self.handles = {name: (directory / f"{name}.jsonl").open("w", encoding="utf-8") for name in SPLITS}
+        self.counts: dict[str, Counter] = {name: Counter() for name in SPLITS}
+        self.gene_counts: Counter = Counter()
+        self.cells_per_split: Counter = Counter()
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+
+    def write(self, split: int, record: dict) -> None:
+        name = SPLITS[split]
+        write_jsonl_line(self.handles[name], record)
+        self.counts[name][record["task"]] += 1
+
+
+def _tasks_for_cell(source: Source, mode: str, label: str | None, task_key: int) -> list[str]:
+    tasks = [t for t in source.tasks if label is not None or t not in LABELLED_TASKS]
+    if mode == "one" and tasks:
+        return [tasks[task_key % len(tasks)]]
+    return tasks
+
+
+def _instruction(task: str, phrasing: int, sentence: list[str], label: str | None, drug: str) -> tuple[str, str]:
+    """(source, target) of one record."""
+    genes, n = " ".join(sentence), len(sentence)
+    if task == "random_generation":
+        return templates.render(task, phrasing, n=n), genes
+    if task == "pseudo_cell_generation":
+        return templates.render(task, phrasing, n=n, cell_type=label), genes
+    if task == "annotation":
+        return templates.render(task, phrasing, n=n, genes=genes), label
+    return templates.render(task, phrasing, n=n, genes=genes, drug=drug), label
+
+
+def _labels(h5: H5adFile, source: Source) -> tuple[np.ndarray | None, int]:
+    """Per-cell label (None where missing) and the number of missing labels."""
+    if source.drug is not None:
+        return _drug_responses(h5, source.drug), 0
+    if source.label_key is None:
+        return None, 0
+    if not set(source.tasks) & set(LABELLED_TASKS):
+        return None, 0
+    column = h5.obs_column(source.label_key)
+    missing = column.isna().to_numpy()
+    values = column.astype(str).str.strip().to_numpy(dtype=object)
+    values[missing | (values == "")] = None
+    return values, int(missing.sum())
+
+
+def _drug_responses(h5: H5adFile, drug: DrugOptions) -> np.ndarray:
+    raw = h5.obs_column(drug.response_key).astype(str).str.strip()
+    mapping = {k.lower(): v.lower() for k, v in drug.response_map.items()}
+    mapped = raw.str.lower().map(lambda v: mapping.get(v, v if v in RESPONSES else None))
+    unmapped = sorted(set(raw[mapped.isna()]))
+    if unmapped:
+        raise InputError(
+            f"obs[{drug.response_key!r}] has values {unmapped[:10]} that are neither sensitive nor resistant; "
+            f"map them with --response-map, e.g. --response-map {unmapped[0]}=sensitive"
+        )
+    bad = sorted(set(mapped) - set(RESPONSES))
+    if bad:
+        raise InputError(f"--response-map may only map to sensitive or resistant, not {bad}")
+    return mapped.to_numpy(dtype=object)
+
+
+def _process_source(source: Source, writer: DatasetWriter, progress: bool) -> dict:
+    """Both passes over one file; returns its manifest section."""
+    opts, popts = source.options, writer.options
+    started = time.perf_counter()
+    with H5adFile(source.path, MatrixSpec(opts.layer, opts.use_raw)) as h5:
+        symbols = cells.normalise_symbols(h5.gene_symbols(opts.gene_key))
+        symbols, renamed = cells.make_unique(symbols)
+        if renamed:
+            log.warning("%s: %d duplicated gene symbols made unique (SYMBOL-1, SYMBOL-2, ...)", source.path.name, renamed)
+        labels, missing_labels = _labels(h5, source)
+        cell_ids = h5.cell_ids()
+        raw_drug = source.drug is not None and source.drug.values == "raw"
+        require_integers = not (opts.allow_non_integer or raw_drug)
+        stats = _scan_statistics(h5, opts, require_integers, progress)
+
+        min_genes = 0 if raw_drug else opts.min_genes
+        min_cells = 0 if raw_drug else opts.min_cells
+        keep_genes = stats.cells_per_gene >= min_cells if min_cells > 0 else None
+        empty = stats.genes_per_cell == 0
+        keep_cells = ~empty & (stats.genes_per_cell >= min_genes)
+        if not keep_cells.any():
+            raise InputError(f"{source.path}: no cells left after filtering (empty cells: {int(empty.sum())}, "
+                             f"below --min-genes {min_genes}: {int((~empty & ~keep_cells).sum())}); relax the filters")
+        target_total = _target_total(h5, opts, keep_cells, keep_genes, stats)
+        strata = labels if popts.stratify and labels is not None else None
+        split = assign_splits(keep_cells, popts.seed, popts.split_fractions, _strata(strata))
+
+        fit = InverseFitAccumulator(seed=popts.seed)
+        emptied = 0
+        for start, chunk in _chunks(h5, opts.chunk_size, progress, "sentences"):
+            chunk.eliminate_zeros()
+            chunk = cells.restrict_genes(chunk, keep_genes)
+            ranked = cells.rank_chunk(chunk, start, popts.seed, target_total)
+            fit.add(ranked.ranks(), ranked.values)
+            emptied += _write_chunk(writer, source, ranked, start, split, symbols, labels, cell_ids)
+        elapsed = time.perf_counter() - started
+    kept_symbols = symbols if keep_genes is None else symbols[keep_genes]
+    section = {
+        "path": str(source.path),
+        "matrix": MatrixSpec(opts.layer, opts.use_raw).path,
+        "kind": "drug" if source.drug else "cells",
+        "cells_in_file": int(h5.n_cells),
+        "cells_dropped_no_counts": int(empty.sum()),
+        "cells_dropped_min_genes": int((~empty & ~keep_cells).sum()),
+        "cells_dropped_no_counts_after_gene_filter": emptied,
+        "cells_missing_label": missing_labels,
+        "genes_in_file": int(h5.n_genes),
+        "genes_dropped_min_cells": 0 if keep_genes is None else int((~keep_genes).sum()),
+        "duplicate_symbols_renamed": renamed,
+        "target_total": target_total,
+        "inverse_transform": fit.result().to_dict(),
+        "seconds": round(elapsed, 3),
+    }
+    _log_drops(source, section)
+    return section | {"_genes": kept_symbols.tolist(), "_labels": sorted({l for l in (labels if labels is not None else []) if l})}
+
+
+def _write_chunk(writer: DatasetWriter, source: Source, ranked: cells.RankedChunk, start: int, split: np.ndarray,
+                 symbols: np.ndarray, labels: np.ndarray | None, cell_ids: np.ndarray) -> int:
+    """Records for the cells of one chunk; returns how many kept cells had no genes left."""
+    opts = writer.options
+    choices = CellChoices.for_cells(opts.seed, start + np.arange(ranked.n_cells), source.tasks)
+    drug_name = source.drug.drug if source.drug else ""
+    emptied = 0
+    for i in range(ranked.n_cells):
+        part = int(split[start + i])
+        if part < 0:
+            continue
+        top = ranked.cell_genes(i, opts.top_k)
+        if len(top) == 0:
+            emptied += 1
+            continue
+        sentence = symbols[top].tolist()
+        writer.gene_counts.update(sentence)
+        writer.cells_per_split[SPLITS[part]] += 1
+        label = labels[start + i] if labels is not None else None
+        for task in _tasks_for_cell(source, opts.mode, label, choices.task_key[i]):
+            text, target = _instruction(task, choices.phrasing_keys[task][i], sentence, label, drug_name)
+            writer.write(part, {"source": text, "target": target, "task": task,
+                                "cell_id": str(cell_ids[start + i]), "label": label or ""})
+    return emptied
+
+
+def _strata(labels: np.ndarray | None) -> np.ndarray | None:
+    if labels is None:
+        return None
+    return np.array(["\0missing" if l is None else l for l in labels], dtype=object)
+
+
+def _target_total(h5: H5adFile, opts: SourceOptions, keep_cells: np.ndarray, keep_genes, stats: SourceStats) -> float:
+    if opts.target_total != "median":
+        return float(opts.target_total)
+    totals = stats.totals
+    if keep_genes is not None:  # library sizes after the gene filter need one more pass
+        totals = np.zeros(h5.n_cells)
+        for start, chunk in h5.iter_chunks(opts.chunk_size):
+            restricted = cells.restrict_genes(chunk, keep_genes)
+            totals[start : start + chunk.shape[0]] = np.asarray(restricted.sum(axis=1)).ravel()
+    median = float(np.median(totals[keep_cells]))
+    log.info("median library size (target total): %.1f", median)
+    return median
+
+
+def _log_drops(source: Source, section: dict) -> None:
+    for key in ("cells_dropped_no_counts", "cells_dropped_min_genes", "cells_dropped_no_counts_after_gene_filter",
+                "cells_missing_label", "genes_dropped_min_cells"):
+        if section[key]:
+            log.warning("%s: %s = %d", source.path.name, key, section[key])
+
+
+# --- the whole dataset -----------------------------------------------------------------------------
+
+
+def prepare_dataset(
+    out_dir: str | Path,
+    *,
+    cells_input: str | Path | None = None,
+    drug_input: str | Path | None = None,
+    options: PrepareOptions | None = None,
+    drug: DrugOptions | None = None,
+    drug_source_options: SourceOptions | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Build `train/valid/test.jsonl` + `manifest.json` in `out_dir`; returns the manifest.
+
+    `cells_input` gives the random/pseudo-cell generation and annotation tasks; `drug_input` (with
+    `drug`) the drug-sensitivity task. Either or both.
+    """
+    options = options or PrepareOptions()
+    options.validate()
+    sources = _sources(cells_input, drug_input, options, drug, drug_source_options)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise InputError(f"{out_dir} already exists; pass --overwrite to replace it")
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = _write_dataset(tmp, sources, options, drug, progress)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %s: %s", out_dir, manifest["counts"]["total"])
+    return manifest
+
+
+def _sources(cells_input, drug_input, options: PrepareOptions, drug, drug_source_options) -> list[Source]:
+    sources = []
+    cell_tasks = tuple(t for t in options.tasks if t in CELL_TASKS)
+    if cells_input is not None and cell_tasks:
+        sources.append(Source(Path(cells_input), options.source, cell_tasks, options.label_key))
+    if drug_input is not None:
+        if drug is None:
+            raise InputError("a drug input needs --drug NAME and --response-key KEY")
+        sources.append(Source(Path(drug_input), drug_source_options or SourceOptions(), ("drug_sensitivity",),
+                              drug=drug))
+    if not sources:
+        raise InputError("nothing to prepare: give an input .h5ad (and --drug/--response-key for the drug task)")
+    return sources
+
+
+def _write_dataset(directory: Path, sources: list[Source], options: PrepareOptions, drug, progress: bool) -> dict:
+    writer = DatasetWriter(directory, options)
+    try:
+        sections = [_process_source(source, writer, progress) for source in sources]
+    finally:
+        writer.close()
+    manifest = _manifest(sections, writer, options, drug)
+    total = sum(sum(c.values()) for c in writer.counts.values())
+    if total == 0:
+        raise InputError("no instructions were produced (no labelled or expressed cells?)")
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def _manifest(sections: list[dict], writer: DatasetWriter, options: PrepareOptions, drug) -> dict:
+    genes = sorted(writer.gene_counts.items(), key=lambda item: (-item[1], item[0]))
+    cell_sections = [s for s in sections if s["kind"] == "cells"]
+    main = (cell_sections or sections)[0]
+    dataset_genes = sorted({g for s in sections for g in s["_genes"]})
+    labels = {
+        "cell_type": sorted({l for s in cell_sections for l in s["_labels"]}),
+        "drug": [drug.drug] if drug and any(s["kind"] == "drug" for s in sections) else [],
+        "response": list(RESPONSES) if drug and any(s["kind"] == "drug" for s in sections) else [],
+    }
+    counts = {name: dict(sorted(c.items())) for name, c in writer.counts.items()}
+    counts["total"] = {name: sum(c.values()) for name, c in writer.counts.items()}
+    options_dict = asdict(options)
+    options_dict["drug"] = asdict(drug) if drug else None
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "top_k": options.top_k,
+        "options": options_dict,
+        "sources": [{k: v for k, v in s.items() if not k.startswith("_")} for s in sections],
+        "inverse_transform": main["inverse_transform"],
+        "labels": labels,
+        "counts": counts,
+        "cells_per_split": dict(writer.cells_per_split),
+        "genes": dict(genes),
+        "dataset_genes": dataset_genes,
+    }
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move the finished directory into place; an existing target is swapped out, then removed."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_manifest(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise InputError(f"{data_dir} has no manifest.json; build it with `chatcell prepare`")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise InputError(f"{path} is not a chatcell-jax manifest (format {manifest.get('format')!r})")
+    return manifest
