@@ -72,3 +72,19 @@ def test_make_unique_and_symbols():
     assert symbols.tolist() == ["ACTB", "ACTB", "MY_GENE", "CD4"]
     unique, renamed = cells.make_unique(symbols)
     assert unique.tolist() == ["ACTB", "ACTB-1", "MY_GENE", "CD4"] and renamed == 1
+
+
+def test_packed_fast_path_equals_lexsort_path(monkeypatch):
+    rng = np.random.default_rng(5)
+    counts = sp.csr_matrix(rng.integers(0, 4, size=(64, 300)).astype(float))  # many ties
+    fast = cells.rank_chunk(counts, 10, seed=9, target_total=1e4)
+    monkeypatch.setattr(cells, "_packed_sort", lambda *args: None)
+    slow = cells.rank_chunk(counts, 10, seed=9, target_total=1e4)
+    np.testing.assert_array_equal(fast.genes, slow.genes)
+    np.testing.assert_array_equal(fast.values, slow.values)
+
+
+def test_huge_and_fractional_values_use_the_exact_path():
+    counts = sp.csr_matrix(np.array([[3e9, 1.0, 2.5, 2.5]]))
+    ranked = cells.rank_chunk(counts, 0, seed=0, target_total=1e4)
+    assert ranked.genes[0] == 0 and ranked.genes[-1] == 1 and set(ranked.genes[1:3]) == {2, 3}
