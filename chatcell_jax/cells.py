@@ -95,21 +95,21 @@ def restrict_genes(chunk: sp.csr_matrix, keep_genes: np.ndarray | None) -> sp.cs
 
 
 def tie_break_keys(seed: int, cells: np.ndarray, genes: np.ndarray) -> np.ndarray:
-    """A seeded pseudo-random uint64 per (cell, gene), independent of chunking.
+    """A seeded pseudo-random uint32 per (cell, gene), independent of chunking.
 
-    One multiply-xorshift round (the finaliser of splitmix64) over a linear mix of the inputs:
-    enough to scramble neighbouring genes and cells, and in-place to stay cheap on big chunks.
+    A linear mix of the inputs through murmur3's 32-bit finaliser: enough to scramble neighbouring
+    genes and cells, and 32-bit in-place arithmetic keeps it cheap on chunks of millions of entries.
     """
-    u64 = np.uint64
+    u32 = np.uint32
     with np.errstate(over="ignore"):
-        x = cells.astype(u64) * u64(0x9E3779B97F4A7C15)
-        x += genes.astype(u64) * u64(0xC2B2AE3D27D4EB4F)
-        x += u64((seed * 0x165667B19E3779F9) & 0xFFFFFFFFFFFFFFFF)
-        x ^= x >> u64(31)
-        x *= u64(0xBF58476D1CE4E5B9)
-        x ^= x >> u64(29)
-        x *= u64(0x94D049BB133111EB)
-        x ^= x >> u64(32)
+        x = cells.astype(u32) * u32(0x9E3779B1)
+        x += genes.astype(u32) * u32(0x85EBCA77)
+        x += u32((seed * 0xC2B2AE3D + 0x27D4EB2F) & 0xFFFFFFFF)
+        x ^= x >> u32(16)
+        x *= u32(0x85EBCA6B)
+        x ^= x >> u32(13)
+        x *= u32(0xC2B2AE35)
+        x ^= x >> u32(16)
     return x
 
 
@@ -123,7 +123,7 @@ def rank_chunk(counts: sp.csr_matrix, first_row: int, seed: int, target_total: f
     """
     lengths = np.diff(counts.indptr)
     rows = np.repeat(np.arange(counts.shape[0]), lengths)
-    ties = tie_break_keys(seed, rows + first_row, counts.indices) >> np.uint64(64 - TIE_BITS)
+    ties = tie_break_keys(seed, rows + first_row, counts.indices) >> np.uint32(32 - TIE_BITS)
     packed = _packed_sort(counts, rows, ties)
     if packed is not None:
         genes, ordered = packed
@@ -152,8 +152,7 @@ def _packed_sort(
     keys = u64(top) - data.astype(u64)  # value, descending
     keys <<= u64(TIE_BITS + gene_bits)
     keys |= rows.astype(u64) << u64(64 - _ROW_BITS)
-    ties <<= u64(gene_bits)  # in place: past every early return, the caller no longer needs it
-    keys |= ties
+    keys |= ties.astype(u64) << u64(gene_bits)
     keys |= counts.indices.astype(u64)
     keys.sort()
     genes = (keys & u64((1 << gene_bits) - 1)).astype(np.int64)

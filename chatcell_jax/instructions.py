@@ -152,8 +152,8 @@ def assign_splits(
 # --- choices that must not depend on chunking -------------------------------------------------------
 
 
-def _hashed(seed: int, salt: int, cell_index: np.ndarray) -> np.ndarray:
-    """A seeded uint64 per cell and purpose (`salt`), as Python ints for cheap modulo."""
+def _hashed(seed: int, salt: int, cell_index: np.ndarray) -> list[int]:
+    """A seeded uint32 per cell and purpose (`salt`), as Python ints for cheap modulo."""
     return cells.tie_break_keys(seed, cell_index, np.full(len(cell_index), salt, np.int64)).tolist()
 
 

@@ -116,10 +116,18 @@ def worker_prepare(h5ad_path: str, out_dir: str) -> dict:
     return {"seconds": time.perf_counter() - start}
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory. (ru_maxrss would include the parent's at fork.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_worker(name: str, *args: str) -> dict:
     code = (f"import json, resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"import bench_prepare as b; r = b.worker_{name}(*{list(args)!r}); "
-            "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; print(json.dumps(r))")
+            "r['peak_rss_mb'] = b.peak_rss_mb(); print(json.dumps(r))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
