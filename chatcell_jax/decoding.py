@@ -1,0 +1,262 @@
+"""Decoding under jit: beam search, greedy and sampling, each one `lax.while_loop` with static shapes.
+
+The searches are written against a step function, not a model:
+
+    step_fn(tokens [N], cache, step) -> (logits [N, V] float32, cache)
+
+where N is batch x beams, `tokens` is the last token of every sequence, `step` the 0-based position
+of that token in the decoder input, and `cache` any pytree (the model's key/value cache). The beam
+search reorders the cache with `reorder_cache(cache, indices [N])` (default: take along axis 0 of
+every leaf), so a model whose encoder keys/values are shared by the beams of one input keeps them
+outside the reordered cache.
+
+Beam search follows Hugging Face `generate()` (transformers 5.x `_beam_search`) token for token:
+2K candidates per step, a candidate can finish only if it ranks in the top K, scores of finished
+hypotheses are sum_logprobs / generated_length ** length_penalty, and the same early-stopping rule
+(early_stopping True / False / "never"). The numpy reference in shared/reference was the guide.
+Decoder sequences start with `start_id` at position 0; finished sequences are padded with EOS, as
+Hugging Face does when pad_token_id is 0.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+NEG = -1.0e9
+StepFn = Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, Any]]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Decoding settings with Hugging Face's names and meanings."""
+
+    max_new_tokens: int = 100
+    min_new_tokens: int = 0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | Literal["never"] = False
+    num_return_sequences: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    no_repeat_ngram_size: int = 0
+    eos_id: int = 1
+    start_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
+            raise ValueError("num_return_sequences cannot exceed num_beams")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+
+
+# ChatCell's published generation settings (its README): sampling, top-k 50, top-p 0.95, no
+# repeated bigrams.
+CHATCELL_SAMPLING = GenerationConfig(do_sample=True, top_k=50, top_p=0.95, no_repeat_ngram_size=2)
+
+
+class Generated(NamedTuple):
+    """sequences [B, R, 1 + max_new_tokens] (start token first, EOS-padded) and scores [B, R].
+
+    A NamedTuple, so it is a pytree and can leave a jitted function."""
+
+    sequences: jax.Array
+    scores: jax.Array
+
+
+def _take_rows(cache: Any, indices: jax.Array) -> Any:
+    return jax.tree.map(lambda leaf: jnp.take(leaf, indices, axis=0), cache)
+
+
+# --- logits processors (shared by all searches) --------------------------------------------------
+
+
+def banned_ngram_mask(sequences: jax.Array, cur_len: jax.Array, n: int, vocab: int) -> jax.Array:
+    """[N, V] True where appending the token would repeat an n-gram already in the sequence.
+
+    `sequences` [N, L] holds valid tokens at positions < cur_len. An n-gram is banned when its first
+    n-1 tokens equal the last n-1 tokens of the sequence (Hugging Face NoRepeatNGram semantics).
+    """
+    length = sequences.shape[1]
+    starts = jnp.arange(length)
+    window = starts[:, None] + jnp.arange(n - 1)[None, :]  # [L, n-1]
+    prefixes = jnp.take(sequences, jnp.clip(window, 0, length - 1), axis=1)  # [N, L, n-1]
+    suffix_pos = jnp.clip(cur_len - (n - 1) + jnp.arange(n - 1), 0, length - 1)
+    suffix = jnp.take(sequences, suffix_pos, axis=1)  # [N, n-1]
+    matches = jnp.all(prefixes == suffix[:, None, :], axis=-1)
+    matches &= (starts + n - 1 < cur_len)[None, :] & (cur_len + 1 >= n)
+    followers = jnp.take(sequences, jnp.clip(starts + n - 1, 0, length - 1), axis=1)  # [N, L]
+    banned = jnp.zeros((sequences.shape[0], vocab), bool)
+    rows = jnp.broadcast_to(jnp.arange(sequences.shape[0])[:, None], followers.shape)
+    return banned.at[rows, followers].max(matches)
+
+
+def _process(scores: jax.Array, sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig) -> jax.Array:
+    """Processors that apply before any search decision: no-repeat n-grams, min_new_tokens."""
+    if cfg.no_repeat_ngram_size > 0:
+        banned = banned_ngram_mask(sequences, cur_len, cfg.no_repeat_ngram_size, scores.shape[-1])
+        scores = jnp.where(banned, -jnp.inf, scores)
+    if cfg.min_new_tokens > 0:
+        too_short = cur_len - 1 < cfg.min_new_tokens  # tokens generated so far (after the start token)
+        scores = scores.at[:, cfg.eos_id].set(jnp.where(too_short, -jnp.inf, scores[:, cfg.eos_id]))
+    return scores
+
+
+def _warp(logits: jax.Array, cfg: GenerationConfig) -> jax.Array:
+    """Temperature, then top-k, then top-p (Hugging Face's warper order)."""
+    if cfg.temperature != 1.0:
+        logits = logits / cfg.temperature
+    if cfg.top_k > 0:
+        kth = jax.lax.top_k(logits, min(cfg.top_k, logits.shape[-1]))[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if cfg.top_p < 1.0:
+        order = jnp.argsort(logits, axis=-1)  # ascending, as Hugging Face's top-p
+        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+        cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+        remove_sorted = cumulative <= 1 - cfg.top_p
+        remove_sorted = remove_sorted.at[:, -1].set(False)  # always keep the most likely token
+        remove = jnp.zeros_like(remove_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(remove_sorted)
+        logits = jnp.where(remove, -jnp.inf, logits)
+    return logits
+
+
+# --- greedy and sampling -------------------------------------------------------------------------
+
+
+def sample_or_greedy(
+    step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, rng: jax.Array | None = None
+) -> Generated:
+    """Greedy (do_sample False) or ancestral sampling; one sequence per row of the batch.
+
+    Scores are the sum of log-probabilities of the chosen tokens under the processed distribution.
+    """
+    length = cfg.max_new_tokens + 1
+    seqs = jnp.full((batch, length), cfg.eos_id, jnp.int32).at[:, 0].set(cfg.start_id)
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+
+    def cond(state):
+        cur_len, _, _, done, _, _ = state
+        return (cur_len < length) & ~jnp.all(done)
+
+    def body(state):
+        cur_len, seqs, cache, done, scores, rng = state
+        logits, cache = step_fn(seqs[:, cur_len - 1], cache, cur_len - 1)
+        logits = _process(logits.astype(jnp.float32), seqs, cur_len, cfg)
+        if cfg.do_sample:
+            rng, key = jax.random.split(rng)
+            warped = _warp(logits, cfg)
+            token = jax.random.categorical(key, warped, axis=-1)
+            logprobs = jax.nn.log_softmax(warped, axis=-1)
+        else:
+            token = jnp.argmax(logits, axis=-1)
+            logprobs = jax.nn.log_softmax(logits, axis=-1)
+        token = jnp.where(done, cfg.eos_id, token).astype(jnp.int32)
+        gained = jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
+        scores = scores + jnp.where(done, 0.0, gained)
+        seqs = seqs.at[:, cur_len].set(token)
+        return cur_len + 1, seqs, cache, done | (token == cfg.eos_id), scores, rng
+
+    state = (jnp.int32(1), seqs, cache, jnp.zeros(batch, bool), jnp.zeros(batch, jnp.float32), rng)
+    _, seqs, _, _, scores, _ = jax.lax.while_loop(cond, body, state)
+    return Generated(seqs[:, None, :], scores[:, None])
+
+
+# --- beam search ---------------------------------------------------------------------------------
+
+
+def beam_search(
+    step_fn: StepFn,
+    cache: Any,
+    batch: int,
+    cfg: GenerationConfig,
+    reorder_cache: Callable[[Any, jax.Array], Any] = _take_rows,
+) -> Generated:
+    """Hugging Face beam search. `cache` rows are batch-major: row b * K + k is beam k of input b."""
+    K, B = cfg.num_beams, batch
+    length = cfg.max_new_tokens + 1
+    lp = float(cfg.length_penalty)
+    running = jnp.full((B, K, length), cfg.eos_id, jnp.int32).at[:, :, 0].set(cfg.start_id)
+    state = dict(
+        cur_len=jnp.int32(1),
+        running=running,
+        running_scores=jnp.zeros((B, K), jnp.float32).at[:, 1:].set(NEG),
+        seqs=running,
+        beam_scores=jnp.full((B, K), NEG, jnp.float32),
+        finished=jnp.zeros((B, K), bool),
+        improvable=jnp.ones((B,), bool),
+        keep_going=jnp.bool_(True),
+        cache=cache,
+    )
+
+    def body(s):
+        return _beam_step(s, step_fn, reorder_cache, cfg, B, K, length, lp)
+
+    final = jax.lax.while_loop(lambda s: s["keep_going"], body, state)
+    R = cfg.num_return_sequences
+    return Generated(final["seqs"][:, :R], final["beam_scores"][:, :R])
+
+
+def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int, length: int, lp: float):
+    cur_len = s["cur_len"]
+    flat = s["running"].reshape(B * K, length)
+    logits, cache = step_fn(flat[:, cur_len - 1], s["cache"], cur_len - 1)
+    logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    logprobs = _process(logprobs, flat, cur_len, cfg)
+    V = logprobs.shape[-1]
+    acc = (logprobs.reshape(B, K, V) + s["running_scores"][:, :, None]).reshape(B, K * V)
+    topk_lp, idx = _top_k_stable(acc, 2 * K)
+    beam_idx, token = idx // V, (idx % V).astype(jnp.int32)
+    topk_seq = jnp.take_along_axis(s["running"], beam_idx[:, :, None], axis=1)
+    topk_seq = topk_seq.at[:, :, cur_len].set(token)
+    done = (token == cfg.eos_id) | (cur_len + 1 >= length)
+
+    # The next running beams: the best K candidates that did not finish.
+    run_lp = topk_lp + done.astype(jnp.float32) * NEG
+    run_scores, nxt = _top_k_stable(run_lp, K)
+    running = jnp.take_along_axis(topk_seq, nxt[:, :, None], axis=1)
+    source_rows = (jnp.take_along_axis(beam_idx, nxt, axis=1) + jnp.arange(B)[:, None] * K).reshape(-1)
+    cache = reorder_cache(cache, source_rows)
+
+    # Finished hypotheses: candidates in the top K that ended, scored with the length penalty.
+    just_done = done & (jnp.arange(2 * K) < K)[None, :]
+    scores = topk_lp / (cur_len.astype(jnp.float32) ** lp)
+    full = jnp.all(s["finished"], axis=-1, keepdims=True) & (cfg.early_stopping is True)
+    scores = scores + (full | ~s["improvable"][:, None] | ~just_done).astype(jnp.float32) * NEG
+    merged_seq = jnp.concatenate([s["seqs"], topk_seq], axis=1)
+    merged_scores = jnp.concatenate([s["beam_scores"], scores], axis=1)
+    merged_fin = jnp.concatenate([s["finished"], just_done], axis=1)
+    beam_scores, order = _top_k_stable(merged_scores, K)
+    seqs = jnp.take_along_axis(merged_seq, order[:, :, None], axis=1)
+    finished = jnp.take_along_axis(merged_fin, order, axis=1)
+
+    # Can any batch item still improve? (Hugging Face's heuristic, including early_stopping="never".)
+    new_len = cur_len + 1
+    if cfg.early_stopping == "never" and lp > 0.0:
+        best_len = jnp.float32(length - 1)
+    else:
+        best_len = (new_len - 1).astype(jnp.float32)
+    best_running = run_scores[:, 0] / best_len**lp
+    worst_finished = jnp.where(finished, jnp.min(beam_scores, axis=1, keepdims=True), NEG)
+    improvable = s["improvable"] & jnp.any(best_running[:, None] > worst_finished, axis=-1)
+    stop_all_finished = jnp.all(finished) & (cfg.early_stopping is True)
+    keep_going = jnp.any(improvable) & ~stop_all_finished & ~jnp.all(done)
+    return dict(cur_len=new_len, running=running, running_scores=run_scores, seqs=seqs, beam_scores=beam_scores,
+                finished=finished, improvable=improvable, keep_going=keep_going, cache=cache)
+
+
+def _top_k_stable(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """Top k along the last axis, ties resolved towards the lower index (like a stable sort)."""
+    return jax.lax.top_k(x, k)
+
+
+def generate(step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, rng: jax.Array | None = None,
+             reorder_cache: Callable[[Any, jax.Array], Any] = _take_rows) -> Generated:
+    """Dispatch on the settings: sampling, greedy (num_beams 1, as in Hugging Face) or beam search."""
+    if cfg.do_sample or cfg.num_beams <= 1:
+        return sample_or_greedy(step_fn, cache, batch, cfg, rng)
+    return beam_search(step_fn, cache, batch, cfg, reorder_cache)
