@@ -1,0 +1,136 @@
+"""Instructions for inference: the same sentences and phrasings as training, for new cells or requests.
+
+Training draws a phrasing per record; at inference one fixed phrasing per task is enough and keeps
+results reproducible (`PHRASING`). Sentences for new cells are built exactly like `chatcell
+prepare` built them (same normalisation, ranking and top-N from the manifest), streamed in chunks.
+No QC filter applies here: every cell of the file gets an answer, and a cell with no counts gets an
+empty sentence, which callers report (never silently drop).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from chatcell_jax import cells, templates
+from chatcell_jax.errors import InputError
+from chatcell_jax.h5ad import H5adFile, MatrixSpec
+
+PHRASING = {task: 0 for task in templates.TASKS}
+
+
+@dataclass(frozen=True)
+class SentenceSettings:
+    """How sentences were built for training (read from a manifest, overridable per file)."""
+
+    top_k: int = 100
+    seed: int = 42
+    target_total: float = 1e4
+    layer: str | None = None
+    use_raw: bool = False
+    gene_key: str | None = None
+    allow_non_integer: bool = False
+    chunk_size: int = 2048
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, **overrides) -> SentenceSettings:
+        options = manifest.get("options", {})
+        source = options.get("source") or {}
+        total = (manifest.get("sources") or [{}])[0].get("target_total", 1e4)
+        base = dict(
+            top_k=int(manifest.get("top_k") or 100), seed=int(options.get("seed", 42)),
+            target_total=float(total if isinstance(total, (int, float)) else 1e4),
+            layer=source.get("layer"), use_raw=bool(source.get("use_raw", False)), gene_key=source.get("gene_key"),
+        )
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+
+@dataclass(frozen=True)
+class SentenceChunk:
+    cell_ids: list[str]
+    sentences: list[str]  # "" for cells with no counts
+
+
+def sentences_from_h5ad(path: str | Path, settings: SentenceSettings) -> Iterator[SentenceChunk]:
+    """Top-N cell sentences of every cell, chunk by chunk."""
+    with H5adFile(path, MatrixSpec(settings.layer, settings.use_raw)) as h5:
+        symbols, _ = cells.make_unique(cells.normalise_symbols(h5.gene_symbols(settings.gene_key)))
+        cell_ids = h5.cell_ids()
+        for start, chunk in h5.iter_chunks(settings.chunk_size):
+            chunk.eliminate_zeros()
+            cells.check_values(chunk, start, require_integers=not settings.allow_non_integer)
+            ranked = cells.rank_chunk(chunk, start, settings.seed, settings.target_total)
+            sentences = [" ".join(symbols[ranked.cell_genes(i, settings.top_k)]) for i in range(ranked.n_cells)]
+            yield SentenceChunk([str(c) for c in cell_ids[start : start + chunk.shape[0]]], sentences)
+
+
+def annotation_prompt(sentence: str) -> str:
+    return templates.render("annotation", PHRASING["annotation"], n=len(sentence.split()), genes=sentence)
+
+
+def drug_prompt(sentence: str, drug: str) -> str:
+    return templates.render("drug_sensitivity", PHRASING["drug_sensitivity"], n=len(sentence.split()),
+                            genes=sentence, drug=drug)
+
+
+def generation_prompt(n_genes: int, cell_type: str | None = None) -> str:
+    if cell_type is None:
+        return templates.render("random_generation", PHRASING["random_generation"], n=n_genes)
+    return templates.render("pseudo_cell_generation", PHRASING["pseudo_cell_generation"], n=n_genes,
+                            cell_type=cell_type)
+
+
+# --- plain-language questions --------------------------------------------------------------------
+
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/@]*")
+DRUG_WORDS = ("sensitive", "resistant", "drug", "respond", "response")
+
+
+@dataclass(frozen=True)
+class QuestionAnalysis:
+    """What a free-text question looks like to us: its task and the genes we did or did not know."""
+
+    task: str
+    genes: list[str]
+    unknown_gene_like: list[str]
+    cell_type: str | None = None
+    drug: str | None = None
+
+
+def analyse_question(text: str, manifest: dict, min_genes: int = 5) -> QuestionAnalysis:
+    """Guess the task of a plain-language instruction from the manifest's vocabulary.
+
+    A question carrying at least `min_genes` known genes is about a cell: drug response when it
+    names a known drug or talks about sensitivity, annotation otherwise. Without genes, it asks for
+    a cell: of a named cell type (pseudo-cell) or any cell (random generation). Upper-case words
+    that look like gene symbols but are not in the vocabulary are returned so the caller can warn.
+    """
+    if not text.strip():
+        raise InputError("the question is empty; ask e.g. 'Generate the top 100 genes of a CD14+ Monocyte'")
+    vocabulary = set(manifest.get("dataset_genes") or []) | set(manifest.get("genes") or {})
+    words = [w.strip(".,;:") for w in _WORD.findall(text)]
+    genes = [w for w in words if w.upper() in vocabulary and (w.isupper() or any(c.isdigit() for c in w))]
+    unknown = [w for w in words if w.isupper() and len(w) > 1 and w.upper() not in vocabulary
+               and any(c.isdigit() for c in w)]
+    lowered = text.lower()
+    drugs = manifest.get("labels", {}).get("drug", [])
+    drug = next((d for d in drugs if d.lower() in lowered), None)
+    if len(genes) >= min_genes:
+        if drug or any(word in lowered for word in DRUG_WORDS):
+            return QuestionAnalysis("drug_sensitivity", genes, unknown, drug=drug or (drugs[0] if drugs else None))
+        return QuestionAnalysis("annotation", genes, unknown)
+    cell_types = sorted(manifest.get("labels", {}).get("cell_type", []), key=len, reverse=True)
+    named = next((c for c in cell_types if c.lower() in lowered), None)
+    task = "pseudo_cell_generation" if named else "random_generation"
+    return QuestionAnalysis(task, genes, unknown, cell_type=named)
+
+
+def top_k_in_question(text: str, default: int) -> int:
+    """The N of 'top N genes' when the user says it; the training N otherwise."""
+    match = re.search(r"\btop[\s-]*(\d{1,4})\b|\b(\d{1,4})\s+(?:most|highest|top|genes)", text, re.IGNORECASE)
+    value = next((int(g) for g in (match.groups() if match else ()) if g), default)
+    return int(np.clip(value, 1, 1000))
