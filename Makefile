@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 # torch 2.13.0 (CPU) lies on local disk for Python 3.11 only; elsewhere a plain torch is a multi-GB
 # CUDA download, so the hf extra (and with it the HF parity tests) is installed on 3.11 only.
 IS_PY311 := $(shell $(PYTHON) -c 'import sys; print(int(sys.version_info[:2] == (3, 11)))' 2>/dev/null)
-EXTRAS := $(if $(filter 1,$(IS_PY311)),dev$(comma)hf,dev)
 comma := ,
+EXTRAS := $(if $(filter 1,$(IS_PY311)),dev$(comma)hf,dev)
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo_out
 DEMO_STEPS ?= 300
