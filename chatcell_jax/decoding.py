@@ -128,29 +128,36 @@ def _warp(logits: jax.Array, cfg: GenerationConfig) -> jax.Array:
 # --- greedy and sampling -------------------------------------------------------------------------
 
 
+def row_keys(seed: int, row_ids: jax.Array) -> jax.Array:
+    """One PRNG key per input row, from the seed and the row's global index, so a row samples the
+    same tokens whatever batch it lands in."""
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(row_ids)
+
+
 def sample_or_greedy(
-    step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, rng: jax.Array | None = None
+    step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, keys: jax.Array | None = None
 ) -> Generated:
     """Greedy (do_sample False) or ancestral sampling; one sequence per row of the batch.
 
+    `keys` [batch] (see `row_keys`) drive sampling; each step folds the position into a row's key.
     Scores are the sum of log-probabilities of the chosen tokens under the processed distribution.
     """
     length = cfg.max_new_tokens + 1
     seqs = jnp.full((batch, length), cfg.eos_id, jnp.int32).at[:, 0].set(cfg.start_id)
-    rng = jax.random.PRNGKey(0) if rng is None else rng
+    keys = row_keys(0, jnp.arange(batch)) if keys is None else keys
 
     def cond(state):
-        cur_len, _, _, done, _, _ = state
+        cur_len, _, _, done, _ = state
         return (cur_len < length) & ~jnp.all(done)
 
     def body(state):
-        cur_len, seqs, cache, done, scores, rng = state
+        cur_len, seqs, cache, done, scores = state
         logits, cache = step_fn(seqs[:, cur_len - 1], cache, cur_len - 1)
         logits = _process(logits.astype(jnp.float32), seqs, cur_len, cfg)
         if cfg.do_sample:
-            rng, key = jax.random.split(rng)
             warped = _warp(logits, cfg)
-            token = jax.random.categorical(key, warped, axis=-1)
+            step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, cur_len)
+            token = jax.vmap(jax.random.categorical)(step_keys, warped)
             logprobs = jax.nn.log_softmax(warped, axis=-1)
         else:
             token = jnp.argmax(logits, axis=-1)
@@ -159,10 +166,10 @@ def sample_or_greedy(
         gained = jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
         scores = scores + jnp.where(done, 0.0, gained)
         seqs = seqs.at[:, cur_len].set(token)
-        return cur_len + 1, seqs, cache, done | (token == cfg.eos_id), scores, rng
+        return cur_len + 1, seqs, cache, done | (token == cfg.eos_id), scores
 
-    state = (jnp.int32(1), seqs, cache, jnp.zeros(batch, bool), jnp.zeros(batch, jnp.float32), rng)
-    _, seqs, _, _, scores, _ = jax.lax.while_loop(cond, body, state)
+    state = (jnp.int32(1), seqs, cache, jnp.zeros(batch, bool), jnp.zeros(batch, jnp.float32))
+    _, seqs, _, _, scores = jax.lax.while_loop(cond, body, state)
     return Generated(seqs[:, None, :], scores[:, None])
 
 
@@ -254,9 +261,9 @@ def _top_k_stable(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     return jax.lax.top_k(x, k)
 
 
-def generate(step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, rng: jax.Array | None = None,
+def generate(step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, keys: jax.Array | None = None,
              reorder_cache: Callable[[Any, jax.Array], Any] = _take_rows) -> Generated:
     """Dispatch on the settings: sampling, greedy (num_beams 1, as in Hugging Face) or beam search."""
     if cfg.do_sample or cfg.num_beams <= 1:
-        return sample_or_greedy(step_fn, cache, batch, cfg, rng)
+        return sample_or_greedy(step_fn, cache, batch, cfg, keys)
     return beam_search(step_fn, cache, batch, cfg, reorder_cache)

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chatcell_jax.decoding import GenerationConfig, banned_ngram_mask, beam_search, generate, sample_or_greedy
+from chatcell_jax.decoding import (GenerationConfig, banned_ngram_mask, beam_search, generate, row_keys,
+                                   sample_or_greedy)
 
 V = 11
 
@@ -64,10 +65,13 @@ def test_no_repeat_ngram_mask_matches_brute_force(n):
 def test_sampling_is_reproducible_and_respects_top_k():
     step, table, position = markov_step(2)
     cfg = GenerationConfig(max_new_tokens=10, do_sample=True, top_k=2)
-    run = jax.jit(lambda key: sample_or_greedy(step, None, 64, cfg, key))
-    a, b = run(jax.random.PRNGKey(3)), run(jax.random.PRNGKey(3))
+    run = jax.jit(lambda seed: sample_or_greedy(step, None, 64, cfg, row_keys(seed, jnp.arange(64))))
+    a, b = run(3), run(3)
     np.testing.assert_array_equal(a.sequences, b.sequences)
-    assert not np.array_equal(a.sequences, run(jax.random.PRNGKey(4)).sequences)
+    assert not np.array_equal(a.sequences, run(4).sequences)
+    # a row samples the same tokens in any batch: rows 10..19 alone equal rows 10..19 of the 64
+    part = sample_or_greedy(step, None, 10, cfg, row_keys(3, jnp.arange(10, 20)))
+    np.testing.assert_array_equal(part.sequences, a.sequences[10:20])
     seqs = np.asarray(a.sequences[:, 0])
     for row in seqs:
         for t in range(1, 11):
@@ -81,7 +85,7 @@ def test_top_p_keeps_only_the_nucleus():
     logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
     step = lambda tokens, cache, step: (jnp.broadcast_to(logits, (tokens.shape[0], 4)), cache)
     cfg = GenerationConfig(max_new_tokens=1, do_sample=True, top_p=0.7, eos_id=3)
-    out = sample_or_greedy(step, None, 512, cfg, jax.random.PRNGKey(0))
+    out = sample_or_greedy(step, None, 512, cfg, row_keys(0, jnp.arange(512)))
     drawn = np.asarray(out.sequences[:, 0, 1])
     assert set(drawn) == {0, 1}  # 0.5 + 0.3 reach 0.7; tokens 2 and 3 are outside the nucleus
     assert 0.5 < np.mean(drawn == 0) < 0.75
