@@ -1,0 +1,100 @@
+"""Answering plain-language questions: the engine behind `chatcell chat` and `chatcell web`.
+
+Each question is analysed against the model's manifest (`prompts.analyse_question`). Classification
+questions (annotation, drug response) get a constrained answer: the best label of the known label
+set with a probability for each label, so the answer is never malformed. Generation questions get
+free text from the chosen decoding mode. Genes the model does not know are reported in `notes`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from chatcell_jax import prompts
+from chatcell_jax.decoding import CHATCELL_SAMPLING, GenerationConfig
+from chatcell_jax.errors import InputError
+from chatcell_jax.generation import Generator
+
+log = logging.getLogger(__name__)
+
+MODES = ("beam", "greedy", "sample")
+
+
+def generation_config(options: dict, default_new_tokens: int) -> GenerationConfig:
+    """Decoding settings from the API/CLI options (mode beam | greedy | sample)."""
+    mode = options.get("mode", "beam")
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, not {mode!r}")
+    new_tokens = int(options.get("max_new_tokens") or default_new_tokens)
+    if mode == "sample":
+        return replace(CHATCELL_SAMPLING, max_new_tokens=new_tokens, temperature=float(options.get("temperature", 1.0)),
+                       top_k=int(options.get("top_k", 50)), top_p=float(options.get("top_p", 0.95)))
+    beams = int(options.get("num_beams", 4)) if mode == "beam" else 1
+    return GenerationConfig(max_new_tokens=new_tokens, num_beams=beams)
+
+
+class ChatEngine:
+    """A generator plus the manifest of the data it was trained on."""
+
+    def __init__(self, generator: Generator, manifest: dict, example_sentences: list[str] | None = None):
+        self.generator, self.manifest = generator, manifest
+        self.labels = manifest.get("labels", {})
+        self.top_k = int(manifest.get("top_k") or 100)
+        self._example_sentences = example_sentences or []
+
+    def answer(self, questions: list[str], options: dict | None = None) -> list[dict]:
+        options = dict(options or {})
+        return [self._answer_one(q, options) for q in questions]
+
+    def _answer_one(self, question: str, options: dict) -> dict:
+        analysis = prompts.analyse_question(question, self.manifest)
+        notes = []
+        if analysis.unknown_gene_like:
+            notes.append(f"{len(analysis.unknown_gene_like)} gene-like word(s) unknown to the model: "
+                         f"{' '.join(analysis.unknown_gene_like[:10])}")
+        if analysis.task in ("annotation", "drug_sensitivity"):
+            labels = self.labels.get("cell_type" if analysis.task == "annotation" else "response", [])
+            if labels:
+                probs = self.generator.classify([question], labels)[0]
+                ranked = sorted(zip(labels, probs.tolist()), key=lambda item: -item[1])
+                return {"task": analysis.task, "output": ranked[0][0], "score": ranked[0][1],
+                        "label_probs": dict(ranked), "notes": notes}
+            notes.append("the model knows no labels for this task; answering freely")
+        n = prompts.top_k_in_question(question, self.top_k)
+        cfg = generation_config(options, default_new_tokens=n + 16)
+        best = self.generator.generate([question], cfg, seed=int(options.get("seed", 0)))[0][0]
+        return {"task": analysis.task, "output": best.text, "score": best.score, "label_probs": None, "notes": notes}
+
+    def examples(self) -> dict:
+        """Example questions per task, from the manifest's labels and real cell sentences."""
+        cell_types = self.labels.get("cell_type", [])[:3]
+        out = {"pseudo_cell_generation": [prompts.generation_prompt(self.top_k, c) for c in cell_types],
+               "random_generation": [prompts.generation_prompt(self.top_k)]}
+        sentences = self._example_sentences[:2]
+        if cell_types and sentences:
+            out["annotation"] = [prompts.annotation_prompt(s) for s in sentences]
+        drugs = self.labels.get("drug", [])
+        if drugs and sentences:
+            out["drug_sensitivity"] = [prompts.drug_prompt(sentences[0], drugs[0])]
+        return {task: items for task, items in out.items() if items}
+
+
+def example_sentences(manifest: dict, data_dir: Path | None, count: int = 3) -> list[str]:
+    """Real cell sentences for examples: the test split's annotation inputs when the data directory
+    is at hand, else the training source file named in the manifest."""
+    if data_dir is not None and (data_dir / "test.jsonl").is_file():
+        from chatcell_jax.records import read_jsonl
+
+        found = []
+        for record in read_jsonl(data_dir / "test.jsonl"):
+            if record.get("task") in ("random_generation", "pseudo_cell_generation"):
+                found.append(record["target"])
+            if len(found) == count:
+                return found
+    source = (manifest.get("sources") or [{}])[0].get("path")
+    if source and Path(source).is_file():
+        settings = prompts.SentenceSettings.from_manifest(manifest, chunk_size=count)
+        chunk = next(prompts.sentences_from_h5ad(source, settings))
+        return [s for s in chunk.sentences if s][:count]
+    return []

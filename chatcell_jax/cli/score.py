@@ -1,0 +1,155 @@
+"""Batch commands over a trained model: `generate`, `annotate`, `predict-drug`, `generate-cells`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, help="model directory, training run directory, or HF T5 directory")
+    p.add_argument("--manifest", type=Path, help="training data manifest.json (default: found next to the model)")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per compiled batch")
+    p.add_argument("--max-source-length", type=int, default=512, help="encoder limit in tokens")
+    p.add_argument("--truncate", action="store_true", help="cut overlong prompts (counted) instead of failing")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_decoding_arguments(p: argparse.ArgumentParser, default_mode: str = "beam") -> None:
+    g = p.add_argument_group("decoding")
+    g.add_argument("--mode", choices=["beam", "greedy", "sample"], default=default_mode)
+    g.add_argument("--num-beams", type=int, default=4)
+    g.add_argument("--num-return-sequences", type=int, default=1)
+    g.add_argument("--length-penalty", type=float, default=1.0)
+    g.add_argument("--max-new-tokens", type=int, help="default: the training top-N + 16")
+    g.add_argument("--min-new-tokens", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=50)
+    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--no-repeat-ngram-size", type=int, help="default: 2 when sampling (ChatCell), else 0")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("generate", help="answer every prompt of a JSONL file")
+    add_model_arguments(p)
+    p.add_argument("--input", type=Path, required=True, help="JSONL, one object with 'source' per line")
+    p.add_argument("--out", type=Path, required=True, help="JSONL: each input record + output + score")
+    add_decoding_arguments(p)
+    p.set_defaults(func=run_generate)
+
+    p = subparsers.add_parser("annotate", help="cell type of every cell of an .h5ad (constrained to known types)")
+    add_model_arguments(p)
+    p.add_argument("cells", type=Path, help="input .h5ad with raw counts (never modified)")
+    p.add_argument("--out", type=Path, required=True, help="output .h5ad: obs['chatcell_cell_type'] + probability")
+    _add_reading_arguments(p)
+    p.set_defaults(func=run_annotate)
+
+    p = subparsers.add_parser("predict-drug", help="sensitive/resistant for every cell of an .h5ad")
+    add_model_arguments(p)
+    p.add_argument("cells", type=Path)
+    p.add_argument("--drug", required=True)
+    p.add_argument("--out", type=Path, required=True, help="output .h5ad: obs['chatcell_drug_response'] + probability")
+    _add_reading_arguments(p)
+    p.set_defaults(func=run_predict_drug)
+
+    p = subparsers.add_parser("generate-cells", help="generate cells (of a type) as sentences + expression")
+    add_model_arguments(p)
+    p.add_argument("--cell-type", help="a cell type the model knows (default: random cells)")
+    p.add_argument("-n", "--n-cells", type=int, default=10)
+    p.add_argument("--out", type=Path, required=True, help="output .h5ad")
+    add_decoding_arguments(p, default_mode="sample")
+    p.set_defaults(func=run_generate_cells)
+
+
+def _add_reading_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reading the .h5ad (default: as in training)")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--layer")
+    src.add_argument("--raw", action="store_true", default=None)
+    g.add_argument("--gene-key")
+    g.add_argument("--allow-non-integer", action="store_true", default=None)
+
+
+def decoding_config(args: argparse.Namespace, top_k: int):
+    from chatcell_jax.decoding import CHATCELL_SAMPLING, GenerationConfig
+
+    common = dict(max_new_tokens=args.max_new_tokens or top_k + 16, min_new_tokens=args.min_new_tokens,
+                  length_penalty=args.length_penalty)
+    if args.mode == "sample":
+        ngram = CHATCELL_SAMPLING.no_repeat_ngram_size if args.no_repeat_ngram_size is None else args.no_repeat_ngram_size
+        return GenerationConfig(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                no_repeat_ngram_size=ngram, **common)
+    beams = args.num_beams if args.mode == "beam" else 1
+    return GenerationConfig(num_beams=beams, num_return_sequences=args.num_return_sequences,
+                            no_repeat_ngram_size=args.no_repeat_ngram_size or 0, **common)
+
+
+def _load(args):
+    from chatcell_jax.inference import load_generator
+
+    return load_generator(args.model, manifest=args.manifest, batch_size=args.batch_size,
+                          max_source_length=args.max_source_length)
+
+
+def _top_k(manifest: dict | None) -> int:
+    return int((manifest or {}).get("top_k") or 100)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from chatcell_jax.tasks import generate_jsonl
+
+    generator, manifest = _load(args)
+    n = generate_jsonl(generator, args.input, args.out, decoding_config(args, _top_k(manifest)), seed=args.seed,
+                       truncate=args.truncate, progress=not args.no_progress)
+    print(f"wrote {n} answers to {args.out}")
+    return 0
+
+
+def _settings(args, manifest):
+    from chatcell_jax.prompts import SentenceSettings
+
+    return SentenceSettings.from_manifest(manifest, layer=args.layer, use_raw=args.raw, gene_key=args.gene_key,
+                                          allow_non_integer=args.allow_non_integer)
+
+
+def run_annotate(args: argparse.Namespace) -> int:
+    from chatcell_jax import prompts
+    from chatcell_jax.inference import require_manifest
+    from chatcell_jax.tasks import classify_h5ad
+
+    generator, manifest = _load(args)
+    manifest = require_manifest(manifest, "annotate")
+    summary = classify_h5ad(generator, _settings(args, manifest), args.cells, args.out,
+                            labels=manifest["labels"]["cell_type"], make_prompt=prompts.annotation_prompt,
+                            column="chatcell_cell_type", truncate=args.truncate, progress=not args.no_progress)
+    print(f"wrote {args.out}: {json.dumps(summary)}")
+    return 0
+
+
+def run_predict_drug(args: argparse.Namespace) -> int:
+    from chatcell_jax import prompts
+    from chatcell_jax.inference import require_manifest
+    from chatcell_jax.tasks import classify_h5ad
+
+    generator, manifest = _load(args)
+    manifest = require_manifest(manifest, "predict-drug")
+    labels = manifest["labels"].get("response") or ["resistant", "sensitive"]
+    summary = classify_h5ad(generator, _settings(args, manifest), args.cells, args.out, labels=labels,
+                            make_prompt=lambda s: prompts.drug_prompt(s, args.drug), column="chatcell_drug_response",
+                            truncate=args.truncate, progress=not args.no_progress)
+    print(f"wrote {args.out}: {json.dumps(summary)}")
+    return 0
+
+
+def run_generate_cells(args: argparse.Namespace) -> int:
+    from chatcell_jax.inference import require_manifest
+    from chatcell_jax.tasks import generate_cells
+
+    generator, manifest = _load(args)
+    manifest = require_manifest(manifest, "generate-cells")
+    summary = generate_cells(generator, manifest, args.out, n_cells=args.n_cells, cell_type=args.cell_type,
+                             cfg=decoding_config(args, _top_k(manifest)), seed=args.seed,
+                             progress=not args.no_progress)
+    print(f"wrote {args.out}: {json.dumps(summary)}")
+    return 0

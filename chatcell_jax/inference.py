@@ -1,0 +1,63 @@
+"""From a model reference on the command line to a ready `Generator` and its data manifest.
+
+A model reference is our model directory (`model_config.json`), a training run directory holding
+one (`RUN/model`), or a Hugging Face T5 directory. The tokenizer travels with the model
+(`tokenizer/` or the HF files). The manifest of the training data (labels, gene vocabulary,
+sentence settings) is looked up as `manifest.json` next to the model, in its run directory, or
+given explicitly; models imported from elsewhere have none until one is given.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import jax
+
+from chatcell_jax.errors import InputError
+from chatcell_jax.generation import Generator
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_dir(model_ref: str | Path) -> Path:
+    path = Path(model_ref)
+    if not path.exists():
+        raise InputError(f"model {path} does not exist; train one with `chatcell train` or import one with "
+                         "`chatcell import-hf`")
+    if (path / "model" / "model_config.json").is_file():  # a training run directory
+        return path / "model"
+    return path
+
+
+def find_manifest(model_dir: Path, explicit: str | Path | None = None) -> dict | None:
+    candidates = [Path(explicit)] if explicit else [model_dir / "manifest.json", model_dir.parent / "manifest.json"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return json.loads(candidate.read_text(encoding="utf-8"))
+    if explicit:
+        raise InputError(f"manifest {explicit} does not exist")
+    return None
+
+
+def load_generator(model_ref: str | Path, *, manifest: str | Path | None = None, batch_size: int = 16,
+                   max_source_length: int = 512, mesh: jax.sharding.Mesh | None = None) -> tuple[Generator, dict | None]:
+    from transformers import AutoTokenizer
+
+    from chatcell_jax.hf import load_model
+
+    model_dir = resolve_model_dir(model_ref)
+    config, model, tokenizer_dir = load_model(model_dir, mesh=mesh)
+    if tokenizer_dir is None:
+        raise InputError(f"{model_dir} has no tokenizer files; save the model with its tokenizer directory")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    generator = Generator(config, model.params(), tokenizer, max_source_length=max_source_length,
+                          batch_size=batch_size, mesh=mesh)
+    return generator, find_manifest(model_dir, manifest)
+
+
+def require_manifest(manifest: dict | None, what: str) -> dict:
+    if manifest is None:
+        raise InputError(f"{what} needs the training data's manifest (labels, sentence settings); pass --manifest "
+                         "DATA_DIR/manifest.json")
+    return manifest

@@ -1,0 +1,166 @@
+"""Batch jobs over a trained model: prompts JSONL, annotation, drug response, generated cells.
+
+Every job writes its output next to the target under a temporary name and renames it at the end,
+so an interrupted job leaves no file that looks finished. Input files are never modified: results
+for an `.h5ad` go into a copy, whose `obs` gains the new columns (the matrix is copied as bytes,
+never loaded, so memory stays bounded).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from chatcell_jax import prompts
+from chatcell_jax.decoding import GenerationConfig
+from chatcell_jax.errors import InputError
+from chatcell_jax.generation import Generator
+from chatcell_jax.inverse import InverseFit, reconstruct_expression
+from chatcell_jax.records import read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """A temporary path next to `target`, renamed onto it only if the block succeeds."""
+    target = Path(target)
+    if target.is_dir():
+        raise InputError(f"{target} is a directory; give a file name")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.stem}.partial-{os.getpid()}{target.suffix}"
+    try:
+        yield tmp
+        tmp.replace(target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --- prompts JSONL --------------------------------------------------------------------------------
+
+
+def generate_jsonl(generator: Generator, input_path: Path, out_path: Path, cfg: GenerationConfig, *, seed: int = 0,
+                   truncate: bool = False, progress: bool = False) -> int:
+    """Each input record (with `source`) plus `output` and `score`; returns the number of records."""
+    records = list(_prompt_records(input_path))
+    answers = generator.generate([r["source"] for r in records], cfg, seed=seed, truncate=truncate, progress=progress)
+    with atomic_file(out_path) as tmp, tmp.open("w", encoding="utf-8") as handle:
+        for record, options in zip(records, answers):
+            best = options[0]
+            extra = {"outputs": [a.text for a in options], "scores": [a.score for a in options]} if len(options) > 1 else {}
+            handle.write(json.dumps({**record, "output": best.text, "score": best.score, **extra}, ensure_ascii=False) + "\n")
+    return len(records)
+
+
+def _prompt_records(path: Path) -> Iterator[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}:{number} is not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("source"), str):
+                raise InputError(f"{path}:{number} needs a string field 'source'")
+            yield record
+
+
+# --- classification of the cells of an .h5ad ------------------------------------------------------
+
+
+def classify_h5ad(generator: Generator, settings: prompts.SentenceSettings, input_path: Path, out_path: Path, *,
+                  labels: list[str], make_prompt, column: str, truncate: bool = False, progress: bool = False) -> dict:
+    """Constrained answers for every cell, written as obs[column] and obs[column + '_probability']."""
+    if Path(input_path).resolve() == Path(out_path).resolve():
+        raise InputError("--out must differ from the input: the input file is never modified in place")
+    ids, answers, probabilities, empty = [], [], [], 0
+    for chunk in prompts.sentences_from_h5ad(input_path, settings):
+        ids += chunk.cell_ids
+        present = [i for i, s in enumerate(chunk.sentences) if s]
+        empty += len(chunk.sentences) - len(present)
+        chunk_answers = [None] * len(chunk.sentences)
+        chunk_probs = [np.nan] * len(chunk.sentences)
+        if present:
+            probs = generator.classify([make_prompt(chunk.sentences[i]) for i in present], labels,
+                                       truncate=truncate, progress=progress)
+            for row, i in enumerate(present):
+                best = int(np.argmax(probs[row]))
+                chunk_answers[i], chunk_probs[i] = labels[best], float(probs[row, best])
+        answers += chunk_answers
+        probabilities += chunk_probs
+    if empty:
+        log.warning("%d cell(s) have no counts: no answer (left empty, probability NaN)", empty)
+    _write_obs_columns(Path(input_path), Path(out_path), {
+        column: pd.Categorical(answers, categories=labels), f"{column}_probability": np.asarray(probabilities)})
+    counts = pd.Series([a for a in answers if a]).value_counts().to_dict()
+    return {"cells": len(ids), "without_counts": empty, "answers": counts}
+
+
+def _write_obs_columns(input_path: Path, out_path: Path, columns: dict) -> None:
+    """Copy the file, then rewrite only its obs group with the new columns."""
+    import h5py
+
+    try:
+        from anndata.io import read_elem, write_elem
+    except ImportError:  # anndata 0.10
+        from anndata.experimental import read_elem, write_elem
+    with atomic_file(out_path) as tmp:
+        shutil.copyfile(input_path, tmp)
+        with h5py.File(tmp, "r+") as handle:
+            obs = read_elem(handle["obs"])
+            for name, values in columns.items():
+                obs[name] = values
+            del handle["obs"]
+            write_elem(handle, "obs", obs)
+
+
+# --- generated cells -------------------------------------------------------------------------------
+
+
+def generate_cells(generator: Generator, manifest: dict, out_path: Path, *, n_cells: int, cell_type: str | None,
+                   cfg: GenerationConfig, seed: int = 0, progress: bool = False) -> dict:
+    """`n_cells` generated sentences and their reconstructed expression as an .h5ad."""
+    import anndata as ad
+
+    known = manifest.get("labels", {}).get("cell_type", [])
+    if cell_type is not None and known and cell_type not in known:
+        raise InputError(f"unknown cell type {cell_type!r}; the model knows: {', '.join(known)}")
+    if n_cells < 1:
+        raise InputError("-n must be at least 1")
+    fit_dict = manifest.get("inverse_transform")
+    if not fit_dict:
+        raise InputError("the manifest has no inverse transform (data converted from ChatCell JSON?); "
+                         "expression cannot be reconstructed")
+    genes = list(manifest.get("dataset_genes") or manifest.get("genes") or [])
+    top_k = int(manifest.get("top_k") or 100)
+    prompt = prompts.generation_prompt(top_k, cell_type)
+    answers = generator.generate([prompt] * n_cells, cfg, seed=seed, progress=progress)
+    fit, index = InverseFit.from_dict(fit_dict), {g: i for i, g in enumerate(genes)}
+    rows, unknown = [], []
+    for options in answers:
+        vector, missing = reconstruct_expression(options[0].text, index, fit)
+        rows.append(vector)
+        unknown.append(missing)
+    obs = pd.DataFrame({"cell_type": [cell_type or "random"] * n_cells,
+                        "sentence": [o[0].text for o in answers], "unknown_words": unknown},
+                       index=[f"generated_{i}" for i in range(n_cells)])
+    adata = ad.AnnData(X=np.vstack(rows), obs=obs, var=pd.DataFrame(index=genes))
+    adata.uns["chatcell_generation"] = {"prompt": prompt, "seed": seed, "settings": json.dumps(cfg.__dict__, default=str)}
+    with atomic_file(Path(out_path)) as tmp:
+        adata.write_h5ad(tmp)
+    total_unknown = int(np.sum(unknown))
+    if total_unknown:
+        log.warning("%d generated word(s) are not genes of the data set and were dropped", total_unknown)
+    return {"cells": n_cells, "unknown_words": total_unknown}
