@@ -182,11 +182,15 @@ def beam_search(
     batch: int,
     cfg: GenerationConfig,
     reorder_cache: Callable[[Any, jax.Array], Any] = _take_rows,
+    length_penalty: jax.Array | float | None = None,
 ) -> Generated:
-    """Hugging Face beam search. `cache` rows are batch-major: row b * K + k is beam k of input b."""
+    """Hugging Face beam search. `cache` rows are batch-major: row b * K + k is beam k of input b.
+
+    `length_penalty`, when given, overrides `cfg.length_penalty` and may be a traced scalar, so one
+    compiled search serves every penalty."""
     K, B = cfg.num_beams, batch
     length = cfg.max_new_tokens + 1
-    lp = float(cfg.length_penalty)
+    lp = jnp.asarray(cfg.length_penalty if length_penalty is None else length_penalty, jnp.float32)
     running = jnp.full((B, K, length), cfg.eos_id, jnp.int32).at[:, :, 0].set(cfg.start_id)
     state = dict(
         cur_len=jnp.int32(1),
@@ -208,7 +212,7 @@ def beam_search(
     return Generated(final["seqs"][:, :R], final["beam_scores"][:, :R])
 
 
-def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int, length: int, lp: float):
+def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int, length: int, lp: jax.Array):
     cur_len = s["cur_len"]
     flat = s["running"].reshape(B * K, length)
     logits, cache = step_fn(flat[:, cur_len - 1], s["cache"], cur_len - 1)
@@ -243,10 +247,9 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
 
     # Can any batch item still improve? (Hugging Face's heuristic, including early_stopping="never".)
     new_len = cur_len + 1
-    if cfg.early_stopping == "never" and lp > 0.0:
-        best_len = jnp.float32(length - 1)
-    else:
-        best_len = (new_len - 1).astype(jnp.float32)
+    best_len = (new_len - 1).astype(jnp.float32)
+    if cfg.early_stopping == "never":
+        best_len = jnp.where(lp > 0.0, jnp.float32(length - 1), best_len)
     best_running = run_scores[:, 0] / best_len**lp
     worst_finished = jnp.where(finished, jnp.min(beam_scores, axis=1, keepdims=True), NEG)
     improvable = s["improvable"] & jnp.any(best_running[:, None] > worst_finished, axis=-1)
@@ -262,8 +265,9 @@ def _top_k_stable(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
 
 
 def generate(step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, keys: jax.Array | None = None,
-             reorder_cache: Callable[[Any, jax.Array], Any] = _take_rows) -> Generated:
+             reorder_cache: Callable[[Any, jax.Array], Any] = _take_rows,
+             length_penalty: jax.Array | float | None = None) -> Generated:
     """Dispatch on the settings: sampling, greedy (num_beams 1, as in Hugging Face) or beam search."""
     if cfg.do_sample or cfg.num_beams <= 1:
         return sample_or_greedy(step_fn, cache, batch, cfg, keys)
-    return beam_search(step_fn, cache, batch, cfg, reorder_cache)
+    return beam_search(step_fn, cache, batch, cfg, reorder_cache, length_penalty)

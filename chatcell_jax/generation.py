@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -124,7 +124,7 @@ class Generator:
         for start, stop, ids, mask in self._batches(encoded, progress, "generating"):
             rows = jnp.arange(start, start + self.batch_size, dtype=jnp.int32)
             ids, mask = self._place(ids, mask)
-            out = run(self.params, ids, mask, decoding.row_keys(seed, rows))
+            out = run(self.params, ids, mask, decoding.row_keys(seed, rows), jnp.float32(cfg.length_penalty))
             seqs, scores = np.asarray(out.sequences)[: stop - start], np.asarray(out.scores)[: stop - start]
             for row_seqs, row_scores in zip(seqs, scores):
                 texts = self.decode_tokens(row_seqs)
@@ -132,9 +132,10 @@ class Generator:
         return answers
 
     def _search_fn(self, cfg: GenerationConfig) -> Callable:
-        key = ("search", cfg)
+        static = replace(cfg, length_penalty=1.0)  # the penalty is a traced argument: no recompile
+        key = ("search", static)
         if key not in self._compiled:
-            self._compiled[key] = jax.jit(partial(_search, self.config, cfg))
+            self._compiled[key] = jax.jit(partial(_search, self.config, static))
         return self._compiled[key]
 
     # --- constrained answers ---------------------------------------------------------------------
@@ -161,13 +162,14 @@ class Generator:
 
 
 def _search(model_cfg: T5Config, cfg: GenerationConfig, params: dict, ids: jax.Array, mask: jax.Array,
-            keys: jax.Array) -> decoding.Generated:
+            keys: jax.Array, length_penalty: jax.Array | None = None) -> decoding.Generated:
     encoder_hidden = t5.encode(model_cfg, params, ids, mask)
     beams = 1 if cfg.do_sample or cfg.num_beams <= 1 else cfg.num_beams
     batch = ids.shape[0]
     cache = t5.init_cache(model_cfg, params, batch * beams, cfg.max_new_tokens + 1, encoder_hidden, mask)
     step = lambda tokens, cache, i: t5.decode_step(model_cfg, params, tokens, cache, i)
-    return decoding.generate(step, cache, batch, cfg, keys, reorder_cache=t5.reorder_cache)
+    return decoding.generate(step, cache, batch, cfg, keys, reorder_cache=t5.reorder_cache,
+                             length_penalty=length_penalty)
 
 
 def _label_log_probs(model_cfg: T5Config, params: dict, ids: jax.Array, mask: jax.Array,
