@@ -108,21 +108,48 @@ def _process(scores: jax.Array, sequences: jax.Array, cur_len: jax.Array, cfg: G
 
 
 def _warp(logits: jax.Array, cfg: GenerationConfig) -> jax.Array:
-    """Temperature, then top-k, then top-p (Hugging Face's warper order)."""
+    """Temperature, then top-k, then top-p (Hugging Face's warper order).
+
+    No full-vocabulary sort (XLA's CPU sort of [rows, 32k] costs ~0.5 s): top-k uses `lax.top_k`,
+    and top-p finds the nucleus threshold from the top-k values, or by bisection without top-k.
+    """
     if cfg.temperature != 1.0:
         logits = logits / cfg.temperature
     if cfg.top_k > 0:
-        kth = jax.lax.top_k(logits, min(cfg.top_k, logits.shape[-1]))[0][:, -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
-    if cfg.top_p < 1.0:
-        order = jnp.argsort(logits, axis=-1)  # ascending, as Hugging Face's top-p
-        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-        cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
-        remove_sorted = cumulative <= 1 - cfg.top_p
-        remove_sorted = remove_sorted.at[:, -1].set(False)  # always keep the most likely token
-        remove = jnp.zeros_like(remove_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(remove_sorted)
-        logits = jnp.where(remove, -jnp.inf, logits)
+        top_values = jax.lax.top_k(logits, min(cfg.top_k, logits.shape[-1]))[0]
+        logits = jnp.where(logits < top_values[:, -1:], -jnp.inf, logits)
+        if cfg.top_p < 1.0:
+            logits = jnp.where(logits < _nucleus_threshold_sorted(top_values, cfg.top_p), -jnp.inf, logits)
+    elif cfg.top_p < 1.0:
+        logits = jnp.where(logits < _nucleus_threshold_bisect(logits, cfg.top_p), -jnp.inf, logits)
     return logits
+
+
+def _nucleus_threshold_sorted(sorted_desc: jax.Array, top_p: float) -> jax.Array:
+    """[N, 1] smallest kept logit: keep tokens whose more-likely predecessors hold < top_p of the mass
+    (Hugging Face's rule: the token that crosses top_p stays; at least one token stays)."""
+    probs = jax.nn.softmax(sorted_desc, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    keep = jnp.maximum(jnp.sum(mass_before < top_p, axis=-1), 1)
+    return jnp.take_along_axis(sorted_desc, keep[:, None] - 1, axis=-1)
+
+
+def _nucleus_threshold_bisect(logits: jax.Array, top_p: float, iterations: int = 48) -> jax.Array:
+    """[N, 1] the largest threshold t with mass(logits >= t) >= top_p, found by bisection."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    finite = jnp.isfinite(logits)
+    lo = jnp.min(jnp.where(finite, logits, jnp.inf), axis=-1, keepdims=True)
+    hi = jnp.max(logits, axis=-1, keepdims=True)
+
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = (lo + hi) / 2
+        enough = jnp.sum(jnp.where(logits >= mid, probs, 0.0), axis=-1, keepdims=True) >= top_p
+        return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
+
+    lo, _ = jax.lax.fori_loop(0, iterations, body, (lo, hi))
+    # lo always satisfies the mass condition; snap it to the smallest logit at or above it.
+    return jnp.min(jnp.where(logits >= lo, logits, jnp.inf), axis=-1, keepdims=True)
 
 
 # --- greedy and sampling -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chatcell_jax.decoding import (GenerationConfig, banned_ngram_mask, beam_search, generate, row_keys,
+from chatcell_jax.decoding import (GenerationConfig, _warp, banned_ngram_mask, beam_search, generate, row_keys,
                                    sample_or_greedy)
 
 V = 11
@@ -116,3 +116,18 @@ def test_beam_search_beats_or_ties_greedy_without_length_penalty():
         beam = beam_search(step, jnp.zeros((8,)), 1, GenerationConfig(max_new_tokens=6, num_beams=8,
                                                                       length_penalty=0.0))
         assert float(beam.scores[0, 0]) >= float(greedy.scores[0, 0]) - 1e-5
+
+
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_top_p_threshold_matches_the_sorted_rule(top_k):
+    rng = np.random.default_rng(7)
+    logits = jnp.asarray(rng.normal(0, 2, size=(32, 50)).astype(np.float32))
+    for top_p in (0.3, 0.8, 0.95):
+        warped = np.asarray(_warp(logits, GenerationConfig(top_p=top_p, top_k=top_k)))
+        for row, kept in zip(np.asarray(logits), np.isfinite(warped)):
+            order = np.argsort(-row)[: top_k or None]
+            probs = np.exp(row[order] - row[order].max())
+            probs /= probs.sum()
+            before = np.cumsum(probs) - probs
+            expected = set(order[before < top_p]) or {order[0]}
+            assert set(np.flatnonzero(kept)) == expected
