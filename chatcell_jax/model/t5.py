@@ -1,0 +1,335 @@
+"""T5 encoder-decoder in Flax NNX: the module, and the pure functions it is made of.
+
+`T5` holds the parameters (one `nnx.Param` per stacked weight, each with logical axis names) and
+delegates to pure functions of `(config, params, ...)`. Those functions are the functional API:
+inside `jax.jit` / `lax.while_loop` either merge the module (`nnx.merge(graphdef, state)`) and call
+its methods, or call `decode_step(config, params, ...)` on `model.params()` directly, e.g.
+
+    params = model.params()                          # nested dict of arrays (a pytree)
+    @jax.jit
+    def greedy(params, input_ids, mask):
+        enc = encode(cfg, params, input_ids, mask)
+        cache = init_cache(cfg, params, batch, max_len, enc, mask)
+        step_fn = lambda tok, cache, i: decode_step(cfg, params, tok, cache, i)
+        ...                                           # chatcell_jax.decoding.generate(step_fn, cache, ...)
+
+Layers are stacked ([L, ...] per weight) and run with `lax.scan` (or an unrolled loop with
+`scan_layers=False`), optionally under `jax.checkpoint` (remat). Dropout takes an explicit PRNG key
+(`dropout_rng`), so no random state lives in the module or its checkpoints.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from chatcell_jax.errors import InputError
+from chatcell_jax.model.config import T5Config
+from chatcell_jax.model.layers import (attention, dropout, feed_forward, position_bias, project_kv,
+                                       rms_norm)
+from chatcell_jax.model.params import ParamSpec, Params, flatten, init_params, param_specs
+
+# Logit of padded vocabulary columns: never sampled, never chosen, exp() == 0 in any softmax, and
+# finite so sums and temperature scaling cannot produce NaN.
+PAD_LOGIT = -1e30
+Cache = dict[str, jax.Array]
+
+_REMAT_POLICIES = {
+    "minimal": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _site(key: jax.Array | None, i: int) -> jax.Array | None:
+    """A distinct dropout key per dropout site."""
+    return None if key is None else jax.random.fold_in(key, i)
+
+
+def _layer_keys(key: jax.Array | None, n: int) -> jax.Array | None:
+    return None if key is None else jax.random.split(key, n)
+
+
+def _run_layers(cfg: T5Config, layers: Params, x: jax.Array, keys: jax.Array | None,
+                body: Callable[[jax.Array, Params, Any], jax.Array]) -> jax.Array:
+    """Apply `body(x, layer_params, layer_key)` for every layer of a stacked table."""
+    if cfg.remat != "none":
+        body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+        x, _ = jax.lax.scan(lambda carry, xs: (body(carry, *xs), None), x, (layers, keys))
+        return x
+    n = jax.tree.leaves(layers)[0].shape[0]
+    for i in range(n):
+        x = body(x, jax.tree.map(lambda a: a[i], layers), None if keys is None else keys[i])
+    return x
+
+
+def _embed(cfg: T5Config, params: Params, ids: jax.Array) -> jax.Array:
+    return jnp.take(params["shared"], ids, axis=0).astype(cfg.dtype)
+
+
+def lm_logits(cfg: T5Config, params: Params, hidden: jax.Array) -> jax.Array:
+    """float32 logits [..., padded_vocab]; padding columns are PAD_LOGIT.
+
+    v1.0 (tied) scales by d_model**-0.5 and reuses the embedding table, as the original T5 did.
+    """
+    h = hidden.astype(jnp.float32)
+    if cfg.tie_word_embeddings:
+        logits = (h * cfg.d_model ** -0.5) @ params["shared"].astype(jnp.float32).T
+    else:
+        logits = h @ params["lm_head"].astype(jnp.float32)
+    real = np.arange(logits.shape[-1]) < cfg.vocab_size
+    return jnp.where(real, logits, PAD_LOGIT)
+
+
+def _check_dropout(cfg: T5Config, deterministic: bool, dropout_rng: jax.Array | None) -> jax.Array | None:
+    if deterministic or cfg.dropout_rate == 0.0:
+        return None
+    if dropout_rng is None:
+        raise ValueError("deterministic=False needs dropout_rng (a PRNG key) when dropout_rate > 0")
+    return dropout_rng
+
+
+# --- full (teacher-forced) forward ---------------------------------------------------------------
+
+
+def encode(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask: jax.Array,
+           dropout_rng: jax.Array | None = None) -> jax.Array:
+    """Encoder hidden states [B, S, D] (compute dtype). `dropout_rng=None`: no dropout."""
+    dtype, rate, eps = jnp.dtype(cfg.dtype), cfg.dropout_rate, cfg.layer_norm_epsilon
+    stack = params["encoder"]
+    keys = jax.random.split(dropout_rng, 3) if dropout_rng is not None else (None,) * 3
+    x = dropout(_embed(cfg, params, input_ids), rate, keys[0])
+    pos = jnp.arange(input_ids.shape[1])
+    bias = position_bias(stack["relpos"], pos, pos, True, cfg.relative_attention_max_distance)
+    mask = attention_mask.astype(bool)[:, None, None, :]
+
+    def layer(x, p, key):
+        h = rms_norm(x, p["self_norm"], eps, dtype)
+        k, v = project_kv(h, p["k"], p["v"], dtype)
+        x = x + dropout(attention(h, p["q"], p["o"], k, v, bias, mask, dtype, rate, _site(key, 0)), rate, _site(key, 1))
+        h = rms_norm(x, p["mlp_norm"], eps, dtype)
+        return x + dropout(feed_forward(h, p, cfg.activation, dtype, rate, _site(key, 2)), rate, _site(key, 3))
+
+    x = _run_layers(cfg, stack["layers"], x, _layer_keys(keys[1], cfg.num_layers), layer)
+    return dropout(rms_norm(x, stack["final_norm"], eps, dtype), rate, keys[2])
+
+
+def decode(cfg: T5Config, params: Params, decoder_input_ids: jax.Array, encoder_hidden: jax.Array,
+           attention_mask: jax.Array, decoder_attention_mask: jax.Array | None = None,
+           dropout_rng: jax.Array | None = None) -> jax.Array:
+    """Decoder hidden states [B, T, D] with causal self-attention and cross-attention."""
+    dtype, rate, eps = jnp.dtype(cfg.dtype), cfg.dropout_rate, cfg.layer_norm_epsilon
+    stack = params["decoder"]
+    keys = jax.random.split(dropout_rng, 3) if dropout_rng is not None else (None,) * 3
+    x = dropout(_embed(cfg, params, decoder_input_ids), rate, keys[0])
+    pos = jnp.arange(decoder_input_ids.shape[1])
+    bias = position_bias(stack["relpos"], pos, pos, False, cfg.relative_attention_max_distance)
+    self_mask = (pos[None, :] <= pos[:, None])[None, None]
+    if decoder_attention_mask is not None:
+        self_mask = self_mask & decoder_attention_mask.astype(bool)[:, None, None, :]
+    cross_mask = attention_mask.astype(bool)[:, None, None, :]
+    encoder_hidden = encoder_hidden.astype(dtype)
+
+    def layer(x, p, key):
+        h = rms_norm(x, p["self_norm"], eps, dtype)
+        k, v = project_kv(h, p["k"], p["v"], dtype)
+        x = x + dropout(attention(h, p["q"], p["o"], k, v, bias, self_mask, dtype, rate, _site(key, 0)), rate, _site(key, 1))
+        h = rms_norm(x, p["cross_norm"], eps, dtype)
+        k, v = project_kv(encoder_hidden, p["cross_k"], p["cross_v"], dtype)
+        x = x + dropout(attention(h, p["cross_q"], p["cross_o"], k, v, None, cross_mask, dtype, rate, _site(key, 2)),
+                        rate, _site(key, 3))
+        h = rms_norm(x, p["mlp_norm"], eps, dtype)
+        return x + dropout(feed_forward(h, p, cfg.activation, dtype, rate, _site(key, 4)), rate, _site(key, 5))
+
+    x = _run_layers(cfg, stack["layers"], x, _layer_keys(keys[1], cfg.num_decoder_layers), layer)
+    return dropout(rms_norm(x, stack["final_norm"], eps, dtype), rate, keys[2])
+
+
+def forward(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask: jax.Array,
+            decoder_input_ids: jax.Array, decoder_attention_mask: jax.Array | None = None,
+            dropout_rng: jax.Array | None = None) -> jax.Array:
+    """Teacher-forced logits [B, T, padded_vocab] float32."""
+    k_enc, k_dec = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
+    enc = encode(cfg, params, input_ids, attention_mask, k_enc)
+    dec = decode(cfg, params, decoder_input_ids, enc, attention_mask, decoder_attention_mask, k_dec)
+    return lm_logits(cfg, params, dec)
+
+
+# --- incremental decoding --------------------------------------------------------------------------
+
+
+def init_cache(cfg: T5Config, params: Params, batch_size: int, max_decode_length: int,
+               encoder_hidden: jax.Array, attention_mask: jax.Array) -> Cache:
+    """Decoding state, every leaf batch-major (row axis 0), so searches can gather rows:
+
+    self_k, self_v   [N, L, max_len, H, dk]  zeros, filled one position per decode_step
+    cross_k, cross_v [N, L, S, H, dk]        cross-attention keys/values, computed here once
+    encoder_mask     [N, S] bool
+
+    `batch_size` N may be a multiple of the encoder batch B (beams): row b * K + k then belongs to
+    input b, the layout of `chatcell_jax.decoding`.
+    """
+    dtype = jnp.dtype(cfg.dtype)
+    b = encoder_hidden.shape[0]
+    if batch_size % b:
+        raise ValueError(f"batch_size {batch_size} is not a multiple of the encoder batch {b}")
+    if batch_size != b:
+        encoder_hidden = jnp.repeat(encoder_hidden, batch_size // b, axis=0)
+        attention_mask = jnp.repeat(attention_mask, batch_size // b, axis=0)
+    layers = params["decoder"]["layers"]
+    enc = encoder_hidden.astype(dtype)
+    cross_k = jnp.einsum("bsd,ldhk->blshk", enc, layers["cross_k"].astype(dtype))
+    cross_v = jnp.einsum("bsd,ldhk->blshk", enc, layers["cross_v"].astype(dtype))
+    shape = (batch_size, cfg.num_decoder_layers, max_decode_length, cfg.num_heads, cfg.d_kv)
+    return {"self_k": jnp.zeros(shape, dtype), "self_v": jnp.zeros(shape, dtype),
+            "cross_k": cross_k, "cross_v": cross_v, "encoder_mask": attention_mask.astype(bool)}
+
+
+def reorder_cache(cache: Cache, indices: jax.Array) -> Cache:
+    """Beam reordering: gathers only the self-attention rows. Cross-attention rows are equal within
+    one input's beams, and beams are only ever reordered within their input, so they stay put."""
+    out = dict(cache)
+    out["self_k"] = jnp.take(cache["self_k"], indices, axis=0)
+    out["self_v"] = jnp.take(cache["self_v"], indices, axis=0)
+    return out
+
+
+def decode_step(cfg: T5Config, params: Params, token_ids: jax.Array, cache: Cache,
+                step_index: jax.Array | int) -> tuple[jax.Array, Cache]:
+    """One decoder position for every row: token_ids [N] sit at position `step_index` (a traced
+    scalar is fine). Returns logits [N, padded_vocab] float32 and the cache with that position's
+    keys/values written. Shapes never change, so it runs inside `lax.while_loop`."""
+    dtype, eps = jnp.dtype(cfg.dtype), cfg.layer_norm_epsilon
+    stack = params["decoder"]
+    step = jnp.asarray(step_index, jnp.int32)
+    x = _embed(cfg, params, token_ids)[:, None, :]
+    key_pos = jnp.arange(cache["self_k"].shape[2])
+    bias = position_bias(stack["relpos"], step[None], key_pos, False, cfg.relative_attention_max_distance)
+    self_mask = (key_pos <= step)[None, None, None, :]
+    cross_mask = cache["encoder_mask"][:, None, None, :]
+
+    def layer(x, xs):
+        p, i = xs
+        h = rms_norm(x, p["self_norm"], eps, dtype)
+        k_new, v_new = project_kv(h, p["k"], p["v"], dtype)
+        k = jax.lax.dynamic_update_slice_in_dim(_layer_slice(cache["self_k"], i), k_new, step, axis=1)
+        v = jax.lax.dynamic_update_slice_in_dim(_layer_slice(cache["self_v"], i), v_new, step, axis=1)
+        x = x + attention(h, p["q"], p["o"], k, v, bias, self_mask, dtype, 0.0, None)
+        h = rms_norm(x, p["cross_norm"], eps, dtype)
+        ck, cv = _layer_slice(cache["cross_k"], i), _layer_slice(cache["cross_v"], i)
+        x = x + attention(h, p["cross_q"], p["cross_o"], ck, cv, None, cross_mask, dtype, 0.0, None)
+        h = rms_norm(x, p["mlp_norm"], eps, dtype)
+        return x + feed_forward(h, p, cfg.activation, dtype, 0.0, None), (k_new[:, 0], v_new[:, 0])
+
+    x, (ks, vs) = _scan_with_outputs(cfg, layer, x, stack["layers"])
+    new_cache = dict(cache)
+    zero = jnp.int32(0)
+    for name, new in (("self_k", ks), ("self_v", vs)):  # [L, N, H, dk] -> position `step` of [N, L, T, H, dk]
+        update = jnp.moveaxis(new, 0, 1)[:, :, None]
+        new_cache[name] = jax.lax.dynamic_update_slice(cache[name], update, (zero, zero, step, zero, zero))
+    hidden = rms_norm(x, stack["final_norm"], eps, dtype)
+    return lm_logits(cfg, params, hidden)[:, 0], new_cache
+
+
+def _layer_slice(stacked: jax.Array, i: jax.Array) -> jax.Array:
+    """Layer i of a batch-major [N, L, ...] cache leaf (a dynamic slice, no transpose)."""
+    return jax.lax.dynamic_index_in_dim(stacked, i, axis=1, keepdims=False)
+
+
+def _scan_with_outputs(cfg: T5Config, fn, x: jax.Array, layers: Params):
+    n = jax.tree.leaves(layers)[0].shape[0]
+    index = jnp.arange(n, dtype=jnp.int32)
+    if cfg.scan_layers:
+        return jax.lax.scan(fn, x, (layers, index))
+    outs = []
+    for i in range(n):
+        x, out = fn(x, (jax.tree.map(lambda a: a[i], layers), index[i]))
+        outs.append(out)
+    return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
+
+
+# --- the NNX module --------------------------------------------------------------------------------
+
+
+class _Group(nnx.Module):
+    """A named group of parameters (a stack, its layers): attributes only, no computation."""
+
+    def __init__(self, specs: dict[str, Any], values: dict[str, Any]):
+        for name, spec in specs.items():
+            setattr(self, name, _make(spec, values[name]))
+
+
+def _make(spec: ParamSpec | dict, value: Any) -> nnx.Module | nnx.Param:
+    if isinstance(spec, dict):
+        return _Group(spec, value)
+    # Logical axis names ride along as `out_sharding` metadata (for nnx.get_partition_spec under
+    # nnx.logical_axis_rules); eager sharding is off because placement is done by
+    # chatcell_jax.sharding, which also handles sizes that do not divide the mesh.
+    return nnx.Param(value, out_sharding=spec.axes, eager_sharding=False)
+
+
+class T5(nnx.Module):
+    """T5 v1.0 / v1.1 encoder-decoder. `T5(config, rngs=nnx.Rngs(seed))` draws fresh weights."""
+
+    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
+        self.config = config
+        values = init_params(config, rngs.params())
+        for name, spec in param_specs(config).items():
+            setattr(self, name, _make(spec, values[name]))
+
+    @classmethod
+    def from_params(cls, config: T5Config, params: Params) -> "T5":
+        """A module holding `params` (checked against the parameter table, no random init)."""
+        check_params(config, params)
+        model = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
+        state = nnx.state(model, nnx.Param)
+        nnx.replace_by_pure_dict(state, params)
+        nnx.update(model, state)
+        return model
+
+    def params(self) -> Params:
+        """Nested dict of arrays (the layout of `param_specs`): the functional API's input."""
+        return nnx.to_pure_dict(nnx.state(self, nnx.Param))
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, decoder_input_ids: jax.Array,
+                 decoder_attention_mask: jax.Array | None = None, *, deterministic: bool = True,
+                 dropout_rng: jax.Array | None = None) -> jax.Array:
+        """Logits [B, T, padded_vocab] float32; padding columns are PAD_LOGIT."""
+        rng = _check_dropout(self.config, deterministic, dropout_rng)
+        return forward(self.config, self.params(), input_ids, attention_mask, decoder_input_ids,
+                       decoder_attention_mask, rng)
+
+    def encode(self, input_ids: jax.Array, attention_mask: jax.Array, deterministic: bool = True,
+               dropout_rng: jax.Array | None = None) -> jax.Array:
+        rng = _check_dropout(self.config, deterministic, dropout_rng)
+        return encode(self.config, self.params(), input_ids, attention_mask, rng)
+
+    def init_cache(self, batch_size: int, max_decode_length: int, encoder_hidden: jax.Array,
+                   attention_mask: jax.Array) -> Cache:
+        return init_cache(self.config, self.params(), batch_size, max_decode_length, encoder_hidden, attention_mask)
+
+    def decode_step(self, token_ids: jax.Array, cache: Cache, step_index: jax.Array | int) -> tuple[jax.Array, Cache]:
+        return decode_step(self.config, self.params(), token_ids, cache, step_index)
+
+    reorder_cache = staticmethod(reorder_cache)
+
+
+def check_params(config: T5Config, params: Params) -> None:
+    """InputError naming the first missing, unexpected or mis-shaped tensor."""
+    want = {k: s.shape for k, s in flatten(param_specs(config)).items()}
+    have = {k: tuple(np.shape(v)) for k, v in flatten(params).items()}
+    for name in sorted(want):
+        if name not in have:
+            raise InputError(f"parameter {name!r} is missing (expected shape {want[name]})")
+        if have[name] != want[name]:
+            raise InputError(f"parameter {name!r} has shape {have[name]}, the config needs {want[name]}")
+    extra = sorted(set(have) - set(want))
+    if extra:
+        raise InputError(f"unexpected parameter {extra[0]!r} for this config (tie_word_embeddings="
+                         f"{config.tie_word_embeddings}, feed_forward_proj={config.feed_forward_proj!r})")
