@@ -1,0 +1,1 @@
+"""Training: typed run config, tokenised batches, the jitted train step and the loop."""
