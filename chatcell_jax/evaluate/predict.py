@@ -1,0 +1,64 @@
+"""Running a model over a split's records: the model-dependent half of `chatcell evaluate`.
+
+Answers are produced the way ChatCell produced the ones it scored: sampled with its published
+settings (top-k 50, top-p 0.95, no repeated bigrams), one answer per record, through the batch job
+`chatcell_jax.tasks.generate_jsonl` (the same code as `chatcell generate`). For the classification
+tasks the model also scores every label as a whole answer (`Generator.classify`), giving
+`label_probs` and a constrained answer that is never malformed; the report shows both.
+
+The generation stack is imported lazily: evaluation of existing predictions never needs JAX.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from chatcell_jax.errors import InputError
+
+log = logging.getLogger(__name__)
+
+LABEL_SETS = {"annotation": "cell_type", "drug_sensitivity": "response"}
+
+
+def _generation_modules():
+    """(tasks, inference, decoding), or an InputError saying generation is not available."""
+    try:
+        from chatcell_jax import decoding, inference, tasks
+    except ImportError as err:
+        raise InputError(f"generation is not available yet in this installation ({err}); score existing answers "
+                         "instead: `chatcell evaluate --data DIR --predictions FILE.jsonl --out REPORT`") from err
+    return tasks, inference, decoding
+
+
+def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: dict, *, batch_size: int = 16,
+                    max_source_length: int = 512, max_new_tokens: int | None = None, seed: int = 0,
+                    constrained: bool = True, truncate: bool = False, progress: bool = False) -> list[dict]:
+    """Each record plus `output` (sampled answer) and, for classification records, `label_probs`."""
+    tasks, inference, decoding = _generation_modules()
+    generator, _ = inference.load_generator(model_ref, batch_size=batch_size, max_source_length=max_source_length)
+    top_k = int(manifest.get("top_k") or 100)
+    # Two tokens per gene covers ChatCell's own tokenizer ("▁" + gene); ours needs one.
+    cfg = replace(decoding.CHATCELL_SAMPLING, max_new_tokens=max_new_tokens or 2 * top_k + 16)
+    with tempfile.TemporaryDirectory(prefix="chatcell-evaluate-") as tmp:
+        source, answers = Path(tmp) / "records.jsonl", Path(tmp) / "answers.jsonl"
+        source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        tasks.generate_jsonl(generator, source, answers, cfg, seed=seed, truncate=truncate, progress=progress)
+        predictions = [json.loads(line) for line in answers.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if constrained:
+        _add_label_probs(generator, predictions, manifest, truncate, progress)
+    return predictions
+
+
+def _add_label_probs(generator, predictions: list[dict], manifest: dict, truncate: bool, progress: bool) -> None:
+    for task, key in LABEL_SETS.items():
+        rows = [p for p in predictions if p.get("task") == task]
+        labels = list(manifest.get("labels", {}).get(key) or [])
+        if not rows or not labels:
+            continue
+        probs = generator.classify([p["source"] for p in rows], labels, truncate=truncate, progress=progress)
+        for record, row in zip(rows, probs):
+            record["label_probs"] = {label: float(p) for label, p in zip(labels, row)}
