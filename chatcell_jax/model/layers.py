@@ -26,7 +26,9 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     """Inverted dropout; `key=None` means deterministic (evaluation, decoding)."""
     if key is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    # Drawn 3-d at most ([..., last two dims merged]): XLA compiles 4-d random draws very slowly.
+    shape = x.shape if x.ndim < 4 else x.shape[:-2] + (x.shape[-2] * x.shape[-1],)
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape).reshape(x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 

@@ -108,9 +108,20 @@ def init_params(cfg: T5Config, key: jax.Array) -> Params:
         if spec.std is None:
             flat[path] = jnp.ones(spec.shape, dtype)
         else:
-            flat[path] = (spec.std * jax.random.normal(jax.random.fold_in(key, i), spec.shape, jnp.float32)).astype(dtype)
+            flat[path] = (spec.std * _normal(jax.random.fold_in(key, i), spec)).astype(dtype)
     params = unflatten(flat)
     return zero_vocab_padding(params, cfg)
+
+
+def _normal(key: jax.Array, spec: ParamSpec) -> jax.Array:
+    """N(0, 1) of the spec's shape. Attention weights are drawn with heads and head_dim merged:
+    same distribution, and XLA compiles 4-d threefry draws very slowly (seconds each on CPU).
+    Heads stay the major half of the merged dimension, so a heads sharding carries over."""
+    shape = spec.shape
+    if "kv" in spec.axes:
+        i = spec.axes.index("kv")
+        shape = shape[:i - 1] + (shape[i - 1] * shape[i],) + shape[i + 1:]
+    return jax.random.normal(key, shape, jnp.float32).reshape(spec.shape)
 
 
 def zero_vocab_padding(params: Params, cfg: T5Config) -> Params:

@@ -254,6 +254,15 @@ def _scan_with_outputs(cfg: T5Config, fn, x: jax.Array, layers: Params):
     return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
 
+_jit_init = jax.jit(init_params, static_argnums=0)
+
+
+def _shape_config(cfg: T5Config) -> T5Config:
+    """The config with fields that do not affect initial values reset, so configs that differ only
+    in numerics or regularisation share one compiled initialiser."""
+    return cfg.replace(dropout_rate=0.0, dtype="float32", scan_layers=True, remat="none", layer_norm_epsilon=1e-6)
+
+
 # --- the NNX module --------------------------------------------------------------------------------
 
 
@@ -279,7 +288,8 @@ class T5(nnx.Module):
 
     def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
         self.config = config
-        values = init_params(config, rngs.params())
+        # jit: one compiled program instead of hundreds of eager random ops (the config is static).
+        values = _jit_init(_shape_config(config), rngs.params())
         for name, spec in param_specs(config).items():
             setattr(self, name, _make(spec, values[name]))
 
