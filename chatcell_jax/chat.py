@@ -23,7 +23,7 @@ MODES = ("beam", "greedy", "sample")
 
 def generation_config(options: dict, default_new_tokens: int) -> GenerationConfig:
     """Decoding settings from the API/CLI options (mode beam | greedy | sample)."""
-    mode = options.get("mode", "beam")
+    mode = options.get("mode", "sample")
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, not {mode!r}")
     new_tokens = int(options.get("max_new_tokens") or default_new_tokens)

@@ -112,18 +112,22 @@ def analyse_question(text: str, manifest: dict, min_genes: int = 5) -> QuestionA
     if not text.strip():
         raise InputError("the question is empty; ask e.g. 'Generate the top 100 genes of a CD14+ Monocyte'")
     vocabulary = set(manifest.get("dataset_genes") or []) | set(manifest.get("genes") or {})
-    words = [w.strip(".,;:") for w in _WORD.findall(text)]
+    labels = manifest.get("labels", {})
+    without_labels = text
+    for label in sorted(labels.get("cell_type", []) + labels.get("drug", []), key=len, reverse=True):
+        without_labels = re.sub(re.escape(label), " ", without_labels, flags=re.IGNORECASE)
+    words = [w.strip(".,;:") for w in _WORD.findall(without_labels)]
     genes = [w for w in words if w.upper() in vocabulary and (w.isupper() or any(c.isdigit() for c in w))]
     unknown = [w for w in words if w.isupper() and len(w) > 1 and w.upper() not in vocabulary
                and any(c.isdigit() for c in w)]
     lowered = text.lower()
-    drugs = manifest.get("labels", {}).get("drug", [])
+    drugs = labels.get("drug", [])
     drug = next((d for d in drugs if d.lower() in lowered), None)
     if len(genes) >= min_genes:
         if drug or any(word in lowered for word in DRUG_WORDS):
             return QuestionAnalysis("drug_sensitivity", genes, unknown, drug=drug or (drugs[0] if drugs else None))
         return QuestionAnalysis("annotation", genes, unknown)
-    cell_types = sorted(manifest.get("labels", {}).get("cell_type", []), key=len, reverse=True)
+    cell_types = sorted(labels.get("cell_type", []), key=len, reverse=True)
     named = next((c for c in cell_types if c.lower() in lowered), None)
     task = "pseudo_cell_generation" if named else "random_generation"
     return QuestionAnalysis(task, genes, unknown, cell_type=named)

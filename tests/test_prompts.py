@@ -40,6 +40,7 @@ def test_question_analysis(prepared):
     assert drug.task == "drug_sensitivity"
     pseudo = prompts.analyse_question("Give me the top 100 genes of a cd14+ monocyte", manifest)
     assert pseudo.task == "pseudo_cell_generation" and pseudo.cell_type == "CD14+ Monocyte"
+    assert prompts.analyse_question("top genes of a CD56+ NK cell", manifest).unknown_gene_like == []
     assert prompts.analyse_question("Generate any cell", manifest).task == "random_generation"
     odd = prompts.analyse_question(f"Which type: {genes} NOTGENE42?", manifest)
     assert odd.unknown_gene_like == ["NOTGENE42"] and len(odd.genes) == 20

@@ -15,7 +15,7 @@ import sys
 from chatcell_jax.errors import InputError
 
 # Order is the order of the help text: the pipeline's order.
-COMMAND_MODULES = ["prepare", "tokenizer", "train", "score", "evaluate", "convert"]
+COMMAND_MODULES = ["prepare", "tokenizer", "train", "score", "chat", "evaluate", "convert"]
 
 
 def build_parser() -> argparse.ArgumentParser:

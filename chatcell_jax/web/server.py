@@ -42,7 +42,7 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompts: list[str] = Field(min_length=1)
-    mode: Literal["beam", "greedy", "sample"] = "beam"
+    mode: Literal["beam", "greedy", "sample"] = "sample"
     num_beams: int = Field(4, ge=1)
     max_new_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, gt=0, le=10)
