@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                 "(default: the model directory)")
     p.add_argument("--cells", type=Path, help="the cells .h5ad, if it moved since `chatcell prepare`")
     p.add_argument("--max-train-cells", type=int, default=5000, help="train cells for baselines and distances")
-    p.add_argument("--workers", type=int, default=1, help="threads for the Levenshtein distances")
+    p.add_argument("--workers", type=int, default=1, help="threads for Levenshtein distances and BLAS (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     g = p.add_argument_group("running the model")
     g.add_argument("--batch-size", type=int, default=16)

@@ -57,9 +57,21 @@ class Space:
     top_k: int
 
     def reconstruct(self, sentences: Sequence[str]) -> np.ndarray:
+        """Dense [n, len(genes)] log10 expression from the first N words of each sentence."""
         index = {g: i for i, g in enumerate(self.genes)}
         rows = [reconstruct_expression(s.split()[: self.top_k], index, self.fit)[0] for s in sentences]
         return np.vstack(rows) if rows else np.zeros((0, len(self.genes)), np.float32)
+
+    def restricted(self, *sentence_sets: Sequence[str]) -> Space:
+        """The same space over only the genes these sentences name.
+
+        Every other gene is 0 in every reconstructed cell, so Euclidean distances and a PCA fitted
+        on these cells are unchanged, while the dense matrices shrink from the whole vocabulary
+        (tens of thousands of genes) to the few thousand that occur in top-N sentences.
+        """
+        vocabulary = set(self.genes)
+        named = {w for sentences in sentence_sets for s in sentences for w in s.upper().split()[: self.top_k]}
+        return Space(sorted(named & vocabulary), self.fit, self.top_k)
 
 
 def random_generation(outputs: Sequence[str], real_targets: Sequence[str], genes: Sequence[str], top_k: int) -> dict:
@@ -87,6 +99,8 @@ def pseudo_cells(outputs: Sequence[str], requested: Sequence[str], own: CellSet,
     `reference`: the split's labelled real cells; `train`: the train split's (for distances).
     """
     requested = [str(r) for r in requested]
+    unknown = _unknown_words(outputs, space)
+    space = space.restricted(outputs, own.sentences, reference.sentences, train.sentences if train else [])
     generated = space.reconstruct(outputs)
     own_points, ref_points = space.reconstruct(own.sentences), space.reconstruct(reference.sentences)
     euclid, lev = neighbours.euclidean_distances, neighbours.levenshtein_distances
@@ -96,8 +110,9 @@ def pseudo_cells(outputs: Sequence[str], requested: Sequence[str], own: CellSet,
                                        own.labels, reference, own.cell_ids),
     }
     if own.expression is not None and reference.expression is not None:
-        a, b = own.expression.toarray(), reference.expression.toarray()
-        expression["real_expression"] = knn_in_space(euclid(a, b), euclid(a, a), own.labels, reference, own.cell_ids)
+        a, b = own.expression, reference.expression
+        expression["real_expression"] = knn_in_space(sparse_euclidean(a, b), sparse_euclidean(a, a), own.labels,
+                                                     reference, own.cell_ids)
     levenshtein = {
         "model": knn_in_space(lev(outputs, reference.sentences, workers), lev(outputs, outputs, workers),
                               requested, reference),
@@ -106,11 +121,18 @@ def pseudo_cells(outputs: Sequence[str], requested: Sequence[str], own: CellSet,
                                        own.cell_ids),
     }
     result = {"n": len(outputs), "knn": {"expression": expression, "levenshtein": levenshtein},
-              "unknown_words_per_cell": _unknown_words(outputs, space)}
+              "unknown_words_per_cell": unknown}
     figure = {}
     if train is not None and len(train) >= 2:
         result["distances"], figure = _distances(generated, requested, own_points, own.labels, train, space)
     return result, figure
+
+
+def sparse_euclidean(a: sp.csr_matrix, b: sp.csr_matrix) -> np.ndarray:
+    """Euclidean distances between sparse rows without densifying the gene axis."""
+    from sklearn.metrics.pairwise import euclidean_distances
+
+    return euclidean_distances(a, b)
 
 
 def _unknown_words(outputs: Sequence[str], space: Space) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,9 @@ class EvaluateOptions:
     max_train_cells: int = 5000  # train cells for the baselines and the distance reference
     max_genes: int = 2000  # most variable genes used as baseline features
     seed: int = 0
-    workers: int = 1  # threads for the Levenshtein distance matrices
+    # Threads for the Levenshtein matrices and for BLAS (PCA, logistic regression). One by default:
+    # the matrices are small, and BLAS threads competing for busy cores ran 30x slower than one.
+    workers: int = 1
     cells_path: str | None = None  # the cells source, when it moved since `chatcell prepare`
     overwrite: bool = False
 
@@ -155,6 +158,23 @@ def evaluate_predictions(data_dir: str | Path, split: str, predictions: Sequence
     gives the training curve. The report directory is written atomically.
     """
     options = options or EvaluateOptions()
+    with _blas_threads(options.workers):
+        return _evaluate(data_dir, split, predictions, out_dir, run_dir, options)
+
+
+@contextmanager
+def _blas_threads(n: int):
+    """Limit BLAS/OpenMP threads while evaluating (a no-op without threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=max(1, n)):
+        yield
+
+
+def _evaluate(data_dir, split: str, predictions: Sequence[dict], out_dir, run_dir, options: EvaluateOptions) -> dict:
     manifest = load_manifest(data_dir)
     split_records = load_split(data_dir, split)
     by_task = check_predictions(predictions)

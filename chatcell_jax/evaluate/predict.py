@@ -27,7 +27,8 @@ LABEL_SETS = {"annotation": "cell_type", "drug_sensitivity": "response"}
 def _generation_modules():
     """(tasks, inference, decoding), or an InputError saying generation is not available."""
     try:
-        from chatcell_jax import decoding, inference, tasks
+        from chatcell_jax import tasks  # first: it is the piece that may be missing
+        from chatcell_jax import decoding, inference
     except ImportError as err:
         raise InputError(f"generation is not available yet in this installation ({err}); score existing answers "
                          "instead: `chatcell evaluate --data DIR --predictions FILE.jsonl --out REPORT`") from err

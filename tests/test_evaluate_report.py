@@ -1,0 +1,173 @@
+"""End to end on the bundled PBMC cells: predictions file -> `chatcell evaluate` -> report and figures."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chatcell_jax.cli import main
+from chatcell_jax.errors import InputError
+from chatcell_jax.evaluate import EvaluateOptions, evaluate_predictions, read_predictions
+from chatcell_jax.evaluate import report as report_module
+from chatcell_jax.evaluate.realcells import load_real_cells
+from chatcell_jax.instructions import PrepareOptions, demo_data_path, load_manifest, prepare_dataset
+from chatcell_jax.records import load_split
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("evaluate") / "pbmc"
+    prepare_dataset(out, cells_input=demo_data_path(), options=PrepareOptions())
+    return out
+
+
+def noisy_predictions(data: Path, seed: int = 0) -> list[dict]:
+    """The test split answered by a mediocre fake model: 60 % right labels, a malformed answer,
+    generated sentences that are another cell's sentence with one planted non-gene."""
+    rng = np.random.default_rng(seed)
+    records = load_split(data, "test")
+    labels = sorted({r["label"] for r in records})
+    sentences = [r["target"] for r in records if r["task"] != "annotation"]
+    out = []
+    for i, record in enumerate(records):
+        if record["task"] == "annotation":
+            output = record["target"] if rng.random() < 0.6 else str(rng.choice(labels))
+            output = "not sure" if i == 0 else output
+        else:
+            output = " ".join(str(rng.choice(sentences)).split()[:99] + ["NOTAGENE"])
+        out.append(dict(record, output=output))
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli_report(data, tmp_path_factory) -> Path:
+    """`chatcell evaluate --predictions` with a run directory holding a training log."""
+    base = tmp_path_factory.mktemp("report")
+    run = base / "run"
+    run.mkdir()
+    write_jsonl(run / "metrics.jsonl", [{"step": s, "loss": 5.0 / (1 + s)} for s in range(0, 100, 10)]
+                + [{"step": 50, "valid_loss": 1.5}, {"step": 90, "valid_loss": 1.2}, {"note": "no numbers"}])
+    predictions = write_jsonl(base / "predictions.jsonl", noisy_predictions(data))
+    out = base / "report"
+    code = main(["evaluate", "--data", str(data), "--predictions", str(predictions), "--out", str(out),
+                 "--run-dir", str(run)])
+    assert code == 0
+    return out
+
+
+def test_report_renders_every_figure_as_a_png(cli_report):
+    metrics = json.loads((cli_report / "metrics.json").read_text())
+    expected = {"figures/confusion_annotation.png", "figures/pca_pseudo_cells.png", "figures/task_accuracy.png",
+                "figures/training_curve.png"}
+    assert set(metrics["figures"]) == expected
+    for relative in expected:
+        blob = (cli_report / relative).read_bytes()
+        assert blob[:8] == PNG_MAGIC, relative
+        assert len(blob) > 5000, relative
+    markdown = (cli_report / "report.md").read_text()
+    for relative in expected:
+        assert f"]({relative})" in markdown
+    assert not list(cli_report.parent.glob(".report.partial-*"))
+
+
+def test_report_scores_the_fake_model(cli_report):
+    metrics = json.loads((cli_report / "metrics.json").read_text())
+    tasks = metrics["tasks"]
+    annotation = tasks["annotation"]["model"]
+    assert annotation["n"] == 26
+    assert annotation["malformed"] == pytest.approx(100 / 26)  # the one "not sure"
+    assert 30 < annotation["accuracy"] < 80
+    random_generation = tasks["random_generation"]["model"]
+    assert random_generation["validity"] == pytest.approx(99.0)  # one planted non-gene per 100 words
+    assert tasks["random_generation"]["baselines"]["real_sentences"]["validity"] == 100.0
+    knn = tasks["pseudo_cell_generation"]["knn"]
+    assert set(knn["expression"]) == {"model", "real_sentences", "real_expression"}
+    assert set(knn["expression"]["model"]) == {"5", "10", "25", "50"}
+    distances = tasks["pseudo_cell_generation"]["distances"]
+    assert distances["model"]["types"] > 0
+    markdown = (cli_report / "report.md").read_text()
+    assert "ChatCell-large (reference, accuracy) | 81.63" in markdown
+    assert "baseline: logistic_regression" in markdown
+
+
+def test_baselines_on_pbmc_are_sensible(cli_report):
+    baselines = json.loads((cli_report / "metrics.json").read_text())["tasks"]["annotation"]["baselines"]
+    majority, knn, logistic = (baselines[k]["accuracy"] for k in ("majority", "knn", "logistic_regression"))
+    assert 10 < majority < 60  # the most common PBMC type is well under half of the cells
+    assert logistic > majority + 20
+    assert knn > majority + 10
+    assert all(b["malformed"] == 0 for b in baselines.values())
+
+
+def test_perfect_predictions_and_label_probs(data, tmp_path):
+    records = load_split(data, "test")
+    predictions = []
+    for record in records:
+        extra = {}
+        if record["task"] == "annotation":
+            extra = {"label_probs": {record["target"]: 0.9, "Dendritic": 0.1}}
+        predictions.append(dict(record, output=record["target"], **extra))
+    metrics = evaluate_predictions(data, "test", predictions, tmp_path / "r")
+    tasks = metrics["tasks"]
+    assert tasks["annotation"]["model"]["accuracy"] == 100.0
+    assert tasks["annotation"]["model_constrained"]["accuracy"] == 100.0
+    assert tasks["random_generation"]["model"]["validity"] == 100.0
+    assert tasks["random_generation"]["model"]["uniqueness"] == 100.0
+    # Generating exactly the real sentences equals the real-sentence baseline up to the self-vote.
+    exact = tasks["pseudo_cell_generation"]["knn"]["levenshtein"]
+    assert exact["model"]["5"]["quality"] >= exact["real_sentences"]["5"]["quality"]
+    assert not (tmp_path / "r" / "figures" / "training_curve.png").exists()  # no run directory
+
+
+def test_rebuilt_real_cells_reproduce_the_prepared_sentences(data):
+    records = [r for r in load_split(data, "test") if r["task"] != "annotation"]
+    cells = load_real_cells(load_manifest(data), [r["cell_id"] for r in records])
+    assert cells.sentences == [r["target"] for r in records]
+    assert cells.expression.shape == (len(records), len(load_manifest(data)["dataset_genes"]))
+    assert cells.expression.max() > 0
+
+
+def test_failed_report_leaves_nothing_behind(data, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(report_module.figures, "task_bars", broken)
+    with pytest.raises(RuntimeError):
+        evaluate_predictions(data, "test", noisy_predictions(data), tmp_path / "r")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_report_needs_overwrite(data, tmp_path):
+    (tmp_path / "r").mkdir()
+    predictions = [p for p in noisy_predictions(data) if p["task"] == "random_generation"]
+    with pytest.raises(InputError, match="--overwrite"):
+        evaluate_predictions(data, "test", predictions, tmp_path / "r")
+    metrics = evaluate_predictions(data, "test", predictions, tmp_path / "r", options=EvaluateOptions(overwrite=True))
+    assert set(metrics["tasks"]) == {"random_generation"}
+
+
+def test_bad_predictions_are_input_errors(data, tmp_path, capsys):
+    bad = write_jsonl(tmp_path / "p.jsonl", [{"source": "s", "target": "t", "output": "o"}])
+    code = main(["evaluate", "--data", str(data), "--predictions", str(bad), "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "task" in capsys.readouterr().err
+    no_output = write_jsonl(tmp_path / "q.jsonl", [{"source": "s", "target": "t", "task": "annotation"}])
+    with pytest.raises(InputError, match="output"):
+        read_predictions(no_output)
+    assert not (tmp_path / "r").exists()
+
+
+def test_model_path_without_generation_is_a_clear_error(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "chatcell_jax.tasks", None)  # as if the module did not exist
+    code = main(["evaluate", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "generation is not available" in err and "--predictions" in err
