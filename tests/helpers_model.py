@@ -1,9 +1,13 @@
 """Small configs and inputs shared by the model, HF and sharding tests."""
 from __future__ import annotations
 
+import functools
+
+import jax
 import numpy as np
 
 from chatcell_jax.model import T5Config
+from chatcell_jax.model import t5 as t5_fn
 
 VOCAB = 99  # not a multiple of 128: padding is always exercised
 
@@ -32,3 +36,17 @@ def batch(b: int = 4, s: int = 19, t: int = 13, seed: int = 0, vocab: int = VOCA
     dec_mask = np.ones((b, t), np.int32)
     dec_mask[-1, t - 2:] = 0
     return ids, mask, dec, dec_mask
+
+
+@functools.lru_cache(maxsize=None)
+def jitted(name: str, cfg: T5Config):
+    """A jitted functional entry point (forward, encode, init_cache, decode_step) for `cfg`: tests
+    call the model compiled, as real code does; eager dispatch is many times slower on CPU."""
+    fn = getattr(t5_fn, name)
+    static = {"init_cache": (2, 3)}.get(name, ())
+    return jax.jit(functools.partial(fn, cfg), static_argnums=tuple(i - 1 for i in static))
+
+
+def logits(model, b=None, dropout_rng=None) -> np.ndarray:
+    ids, mask, dec, dec_mask = b or batch()
+    return np.asarray(jitted("forward", model.config)(model.params(), ids, mask, dec, dec_mask, dropout_rng))
