@@ -11,7 +11,7 @@ comma := ,
 EXTRAS := $(if $(filter 1,$(IS_PY311)),dev$(comma)hf,dev)
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo_out
-DEMO_STEPS ?= 300
+DEMO_STEPS ?= 500
 
 .PHONY: demo test setup clean
 
