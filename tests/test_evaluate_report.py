@@ -171,3 +171,22 @@ def test_model_path_without_generation_is_a_clear_error(data, tmp_path, monkeypa
     assert code == 2
     err = capsys.readouterr().err
     assert "generation is not available" in err and "--predictions" in err
+
+
+def test_evaluate_runs_a_trained_model_end_to_end(trained_run, tmp_path):
+    """The model path: a briefly trained tiny model answers the split, label scoring included."""
+    run_dir, data_dir = trained_run
+    out, saved = tmp_path / "report", tmp_path / "answers.jsonl"
+    code = main(["evaluate", str(run_dir), "--data", str(data_dir), "--out", str(out), "--save-predictions",
+                 str(saved), "--no-progress"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    n_test = len(load_split(data_dir, "test"))
+    assert metrics["n_predictions"] == n_test
+    annotation = metrics["tasks"]["annotation"]
+    assert annotation["model_constrained"]["malformed"] == 0.0  # constrained answers are always labels
+    assert set(annotation["baselines"]) == {"majority", "knn", "logistic_regression"}
+    assert "figures/training_curve.png" in metrics["figures"]
+    answers = read_predictions(saved)
+    assert len(answers) == n_test and all(isinstance(a["output"], str) for a in answers)
+    assert all(abs(sum(a["label_probs"].values()) - 1) < 1e-4 for a in answers if a["task"] == "annotation")
