@@ -9,11 +9,10 @@ treat both alike. There is no expression matrix, so the manifest's inverse trans
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
+from chatcell_jax.atomic import atomic_dir
 from chatcell_jax.errors import InputError
 from chatcell_jax.instructions import MANIFEST_FORMAT, MANIFEST_VERSION, RESPONSES
 from chatcell_jax.records import SPLITS, is_gene_list, read_chatcell_json, write_jsonl_line
@@ -41,21 +40,9 @@ def convert_chatcell_instructions(src: str | Path, out_dir: str | Path, *, overw
     missing = [s for s in SPLITS if not (src / f"{s}.json").is_file()]
     if missing:
         raise InputError(f"{src} lacks {', '.join(f'{s}.json' for s in missing)} (ChatCell-Instructions layout)")
-    if out_dir.exists() and not overwrite:
-        raise InputError(f"{out_dir} already exists; pass --overwrite to replace it")
     splits = {name: read_chatcell_json(src / f"{name}.json") for name in SPLITS}
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        manifest = _write(tmp, splits, src)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        return _write(tmp, splits, src)
 
 
 def _write(directory: Path, splits: dict[str, list[dict]], src: Path) -> dict:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -25,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from chatcell_jax import cells, templates
+from chatcell_jax.atomic import atomic_dir
 from chatcell_jax.errors import InputError
 from chatcell_jax.h5ad import H5adFile, MatrixSpec
 from chatcell_jax.inverse import InverseFitAccumulator
@@ -387,17 +386,8 @@ def prepare_dataset(
     options.validate()
     sources = _sources(cells_input, drug_input, options, drug, drug_source_options)
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise InputError(f"{out_dir} already exists; pass --overwrite to replace it")
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         manifest = _write_dataset(tmp, sources, options, drug, progress)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %s: %s", out_dir, manifest["counts"]["total"])
     return manifest
 
@@ -458,17 +448,6 @@ def _manifest(sections: list[dict], writer: DatasetWriter, options: PrepareOptio
         "genes": dict(genes),
         "dataset_genes": dataset_genes,
     }
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move the finished directory into place; an existing target is swapped out, then removed."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_manifest(data_dir: str | Path) -> dict:

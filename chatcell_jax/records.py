@@ -24,7 +24,8 @@ DRUG_ANSWERS = {"sensitive", "resistant"}
 _GENE_WORD = re.compile(r"^[A-Z0-9][A-Z0-9._\-/@]*$")
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict]:
+def read_jsonl(path: str | Path, required: tuple[str, ...] = ("source", "target")) -> Iterator[dict]:
+    """Records of a JSONL file; each line must be an object whose `required` fields are strings."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist; run `chatcell prepare` first or check the --data directory")
@@ -36,8 +37,8 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise InputError(f"{path}:{number} is not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict) or "source" not in record or "target" not in record:
-                raise InputError(f"{path}:{number} needs the fields 'source' and 'target'")
+            if not isinstance(record, dict) or not all(isinstance(record.get(f), str) for f in required):
+                raise InputError(f"{path}:{number} needs the string field(s) {', '.join(map(repr, required))}")
             yield record
 
 

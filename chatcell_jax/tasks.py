@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from chatcell_jax import prompts
+from chatcell_jax.atomic import atomic_file
 from chatcell_jax.decoding import GenerationConfig
 from chatcell_jax.errors import InputError
 from chatcell_jax.generation import Generator
@@ -28,29 +26,13 @@ from chatcell_jax.records import read_jsonl
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def atomic_file(target: Path) -> Iterator[Path]:
-    """A temporary path next to `target`, renamed onto it only if the block succeeds."""
-    target = Path(target)
-    if target.is_dir():
-        raise InputError(f"{target} is a directory; give a file name")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.stem}.partial-{os.getpid()}{target.suffix}"
-    try:
-        yield tmp
-        tmp.replace(target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 # --- prompts JSONL --------------------------------------------------------------------------------
 
 
 def generate_jsonl(generator: Generator, input_path: Path, out_path: Path, cfg: GenerationConfig, *, seed: int = 0,
                    truncate: bool = False, progress: bool = False) -> int:
     """Each input record (with `source`) plus `output` and `score`; returns the number of records."""
-    records = list(_prompt_records(input_path))
+    records = list(read_jsonl(input_path, required=("source",)))
     answers = generator.generate([r["source"] for r in records], cfg, seed=seed, truncate=truncate, progress=progress)
     with atomic_file(out_path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for record, options in zip(records, answers):
@@ -58,23 +40,6 @@ def generate_jsonl(generator: Generator, input_path: Path, out_path: Path, cfg: 
             extra = {"outputs": [a.text for a in options], "scores": [a.score for a in options]} if len(options) > 1 else {}
             handle.write(json.dumps({**record, "output": best.text, "score": best.score, **extra}, ensure_ascii=False) + "\n")
     return len(records)
-
-
-def _prompt_records(path: Path) -> Iterator[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path} does not exist")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{number} is not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("source"), str):
-                raise InputError(f"{path}:{number} needs a string field 'source'")
-            yield record
 
 
 # --- classification of the cells of an .h5ad ------------------------------------------------------

@@ -20,13 +20,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
-import shutil
 import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatcell_jax.atomic import atomic_dir
 from chatcell_jax.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -202,7 +201,7 @@ def build_tokenizer(data_dir: str | Path, out_dir: str | Path, *, base: str | No
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     manifest = load_manifest(data_dir)
     words = words_from_manifest(manifest)
-    if out_dir.exists() and not overwrite:
+    if out_dir.exists() and not overwrite:  # checked before the (slow) training, too
         raise InputError(f"{out_dir} already exists; pass --overwrite to replace it")
     if base is None:
         lines = _training_text(data_dir, words)
@@ -214,22 +213,11 @@ def build_tokenizer(data_dir: str | Path, out_dir: str | Path, *, base: str | No
     spec, record = add_whole_words(spec, words.all())
     record.update(base=base or "trained from scratch", sp_vocab_size=None if base else sp_vocab_size,
                   genes=len(words.genes), cell_types=words.cell_types, drugs=words.drugs, data=str(data_dir))
-    _save(_wrap(spec), record, out_dir)
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        _wrap(spec).save_pretrained(str(tmp))
+        (tmp / VOCAB_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     log.info("tokenizer: %d base ids + %d new whole words -> %s", record["base_vocab_size"], record["n_new"], out_dir)
     return record
-
-
-def _save(tokenizer, record: dict, out_dir: Path) -> None:
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / VOCAB_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_vocab_record(tokenizer_dir: str | Path) -> dict:

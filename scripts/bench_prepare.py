@@ -148,7 +148,7 @@ def main() -> None:
         print(f"matrix: {args.cells} cells x {args.genes} genes, {matrix.nnz / args.cells:.0f} expressed genes/cell")
         ours, peer = run_worker("ours", str(tmp / "m.npz")), run_worker("c2s", str(tmp / "m.npz"))
         rows = [("chatcell-jax cells.rank_chunk", ours), ("cell2sentence generate_sentences", peer)]
-        print(f"\n| implementation | cells/s | peak RSS (MB) |\n|---|---|---|")
+        print("\n| implementation | cells/s | peak RSS (MB) |\n|---|---|---|")
         for name, r in rows:
             print(f"| {name} | {r['cells'] / r['seconds']:,.0f} | {r['peak_rss_mb']:,.0f} |")
         print(f"\nspeed ratio (ours / cell2sentence): {peer['seconds'] / ours['seconds']:.1f}x")
@@ -161,7 +161,7 @@ def main() -> None:
         print(f"\nstreamed file: {args.million:,} cells x {args.genes:,} genes, {size_gb:.2f} GB on disk "
               f"(written in {time.perf_counter() - t0:.0f} s)")
         r = run_worker("prepare", str(path), str(tmp / "prepared"))
-        print(f"\n| prepare_dataset (both passes + JSONL) | cells/s | peak RSS (MB) |\n|---|---|---|")
+        print("\n| prepare_dataset (both passes + JSONL) | cells/s | peak RSS (MB) |\n|---|---|---|")
         print(f"| {args.million:,} cells | {args.million / r['seconds']:,.0f} | {r['peak_rss_mb']:,.0f} |")
 
 

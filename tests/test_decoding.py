@@ -1,5 +1,4 @@
 """Decoding loops on toy step functions (the HF parity tests with real T5 weights are in test_generate_hf)."""
-import itertools
 
 import jax
 import jax.numpy as jnp

@@ -49,7 +49,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(InputError, match="JSON list"):
         read_chatcell_json(tmp_path / "x.json")
     (tmp_path / "y.jsonl").write_text('{"source": "a"}\n')
-    with pytest.raises(InputError, match=r"y.jsonl:1 needs the fields"):
+    with pytest.raises(InputError, match=r"y.jsonl:1 needs the string field\(s\) .source., .target."):
         list(read_jsonl(tmp_path / "y.jsonl"))
     with pytest.raises(InputError, match="no valid.jsonl"):
         load_split(tmp_path, "valid")

@@ -6,16 +6,14 @@ is ever unpickled.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from chatcell_jax.atomic import atomic_dir as _atomic_dir
 from chatcell_jax.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -95,27 +93,6 @@ def copy_tokenizer(src: Path, dst: Path) -> None:
         shutil.copy2(f, dst / f.name)
 
 
-@contextlib.contextmanager
-def atomic_dir(target: Path, marker: str) -> Iterator[Path]:
-    """Yield a fresh temp dir beside `target`; on success it replaces `target`, on failure it is
-    removed, so an interrupted run never leaves something that looks complete.
-
-    An existing `target` is replaced only if it is empty or holds `marker` (it is one of ours)."""
-    target = Path(target)
-    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / marker).exists())):
-        raise InputError(f"{target} exists and is not a previous output (no {marker}); choose another --out "
-                         "or remove it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = target.parent / f"{tmp.name}.old"
-            target.rename(old)
-        tmp.rename(target)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def atomic_dir(target: Path, marker: str):
+    """Our model/HF output directories: replaced only when they are previous outputs (`marker`)."""
+    return _atomic_dir(target, overwrite=True, marker=marker)
