@@ -19,7 +19,8 @@ COMMAND_MODULES = ["prepare", "tokenizer", "train", "score", "chat", "evaluate",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatcell", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="chatcell", description="Single-cell analysis in plain language: "
+                                     "cell sentences, a T5 that knows every gene, and the commands around it.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
