@@ -166,7 +166,10 @@ def test_bad_predictions_are_input_errors(data, tmp_path, capsys):
 
 
 def test_model_path_without_generation_is_a_clear_error(data, tmp_path, monkeypatch, capsys):
+    import chatcell_jax
+
     monkeypatch.setitem(sys.modules, "chatcell_jax.tasks", None)  # as if the module did not exist
+    monkeypatch.delattr(chatcell_jax, "tasks", raising=False)  # an earlier import leaves it on the package
     code = main(["evaluate", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "r")])
     assert code == 2
     err = capsys.readouterr().err
