@@ -179,13 +179,14 @@ def init_cache(cfg: T5Config, params: Params, batch_size: int, max_decode_length
     b = encoder_hidden.shape[0]
     if batch_size % b:
         raise ValueError(f"batch_size {batch_size} is not a multiple of the encoder batch {b}")
-    if batch_size != b:
-        encoder_hidden = jnp.repeat(encoder_hidden, batch_size // b, axis=0)
-        attention_mask = jnp.repeat(attention_mask, batch_size // b, axis=0)
     layers = params["decoder"]["layers"]
     enc = encoder_hidden.astype(dtype)
+    # Projected once per input, then repeated for its beams (rows b * K + k belong to input b).
     cross_k = jnp.einsum("bsd,ldhk->blshk", enc, layers["cross_k"].astype(dtype))
     cross_v = jnp.einsum("bsd,ldhk->blshk", enc, layers["cross_v"].astype(dtype))
+    if batch_size != b:
+        repeat = lambda x: jnp.repeat(x, batch_size // b, axis=0)
+        cross_k, cross_v, attention_mask = repeat(cross_k), repeat(cross_v), repeat(attention_mask)
     shape = (batch_size, cfg.num_decoder_layers, max_decode_length, cfg.num_heads, cfg.d_kv)
     return {"self_k": jnp.zeros(shape, dtype), "self_v": jnp.zeros(shape, dtype),
             "cross_k": cross_k, "cross_v": cross_v, "encoder_mask": attention_mask.astype(bool)}
