@@ -24,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
     record = build_tokenizer(args.data, args.out, base=args.base, sp_vocab_size=args.sp_vocab_size,
                              overwrite=args.overwrite)
     print(f"wrote {args.out}: {record['base_vocab_size']} base ids ({record['base']}) + {record['n_new']} whole words "
-          f"({record['genes']} genes, {len(record['cell_types'])} cell types, {len(record['drugs'])} drugs); "
+          f"({record['genes']} genes, {len(record['cell_types'])} cell type(s), {len(record['drugs'])} drug(s)); "
           f"{len(record['collisions'])} already existed")
     return 0
