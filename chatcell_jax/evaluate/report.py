@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from chatcell_jax.errors import InputError
+from chatcell_jax.atomic import atomic_dir
 from chatcell_jax.evaluate import figures
 from chatcell_jax.evaluate.published import PUBLISHED, SOURCE
 
@@ -38,19 +36,11 @@ def write_report(out_dir: str | Path, metrics: dict, figure_data: dict, run_dir:
                  overwrite: bool = False) -> Path:
     """Write metrics.json, report.md and figures/ into `out_dir` (atomically); returns it."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise InputError(f"{out_dir} already exists; pass --overwrite to replace it")
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "figures").mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        (tmp / "figures").mkdir()
         metrics["figures"] = draw_figures(tmp / "figures", metrics, figure_data, run_dir)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n", encoding="utf-8")
         (tmp / "report.md").write_text(render_markdown(metrics), encoding="utf-8")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote report %s", out_dir)
     return out_dir
 
@@ -61,16 +51,6 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def find_training_log(run_dir: str | Path | None) -> Path | None:
