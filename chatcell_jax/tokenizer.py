@@ -220,13 +220,6 @@ def build_tokenizer(data_dir: str | Path, out_dir: str | Path, *, base: str | No
     return record
 
 
-def read_vocab_record(tokenizer_dir: str | Path) -> dict:
-    path = Path(tokenizer_dir) / VOCAB_FILE
-    if not path.is_file():
-        raise InputError(f"{tokenizer_dir} has no {VOCAB_FILE}; build the tokenizer with `chatcell tokenizer`")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def count_unknown_genes(tokenizer, sentence: str) -> int:
     """Words of a cell sentence that are not single tokens (genes the tokenizer does not know)."""
     words = sentence.split()
