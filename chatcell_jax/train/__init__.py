@@ -1,1 +1,9 @@
-"""Training: typed run config, tokenised batches, the jitted train step and the loop."""
+"""Training: the jitted sharded step, optimizer, loss, Orbax checkpoints, metrics and the loop.
+
+    from chatcell_jax.config import load_config
+    from chatcell_jax.train import train
+    run_dir = train(load_config("configs/train/demo.yaml", ["data=...", "tokenizer=..."]))
+"""
+from chatcell_jax.train.trainer import Trainer, train
+
+__all__ = ["Trainer", "train"]

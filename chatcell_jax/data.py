@@ -1,0 +1,218 @@
+"""The input pipeline: instruction records -> tokenised, padded, globally sharded batches (grain).
+
+Order first, text later. A grain `MapDataset` of record *indices* is shuffled with the run's
+seed (a new permutation every epoch), repeated forever and cut into global batches of
+`batch_size` indices. Each process then keeps only the rows its devices hold in the global batch,
+and tokenises just those. So the batch at step k is the same set of examples, in the same row
+order, whether one process or many read it, and resuming needs only grain's iterator state (how
+many batches were consumed), which goes into every checkpoint.
+
+Rows are truncated to the maximum lengths (the last kept token replaced by EOS) and counted.
+Padding is either to the batch's longest row rounded up to `bucket_multiple` (agreed across
+processes, so the global array has one shape) or always to the maxima (one compilation).
+`jax.make_array_from_process_local_data` assembles the global arrays.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+
+from chatcell_jax.errors import InputError
+from chatcell_jax.records import load_split
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # label id the loss skips, as in Hugging Face
+Batch = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Token limits and how batches are padded."""
+
+    max_source: int
+    max_target: int
+    padding: str = "bucket"  # "bucket" | "max"
+    bucket_multiple: int = 64
+    decoder_start_id: int = 0
+
+    def bucket(self, longest: int, limit: int) -> int:
+        if self.padding == "max":
+            return limit
+        return min(limit, self.bucket_multiple * max(1, math.ceil(longest / self.bucket_multiple)))
+
+
+def load_records(data_dir: str, split: str) -> list[dict]:
+    """Records of one split; a missing or empty split is an InputError naming the directory."""
+    records = load_split(data_dir, split)
+    if not records:
+        raise InputError(f"{data_dir}: the {split} split has no records; re-run `chatcell prepare`")
+    return records
+
+
+# --- tokenisation -----------------------------------------------------------------------------------
+
+
+def _truncate(ids: list[int], limit: int, eos: int) -> tuple[list[int], bool]:
+    """At most `limit` ids, still ending in EOS, so the model learns to stop."""
+    if len(ids) <= limit:
+        return ids, False
+    return ids[: limit - 1] + [eos], True
+
+
+class TokenizeRows:
+    """Index rows -> fixed-size arrays at the maximum lengths (cropped to a bucket later).
+
+    Rows with index -1 are filler (the padded tail of the last validation batch): all padding,
+    no labels, so they weigh nothing in the loss.
+    """
+
+    def __init__(self, records: Sequence[dict], tokenizer, shapes: Shapes):
+        self.records, self.tokenizer, self.shapes = records, tokenizer, shapes
+
+    def __call__(self, index: np.ndarray) -> Batch:
+        s = self.shapes
+        n = len(index)
+        real = [int(i) for i in index if i >= 0]
+        sources = self.tokenizer([self.records[i]["source"] for i in real])["input_ids"] if real else []
+        targets = self.tokenizer([self.records[i]["target"] for i in real])["input_ids"] if real else []
+        input_ids = np.zeros((n, s.max_source), np.int32)
+        labels = np.full((n, s.max_target), IGNORE, np.int32)
+        truncated = 0
+        eos = self.tokenizer.eos_token_id
+        for row, (src, tgt) in enumerate(zip(sources, targets)):
+            src, cut_s = _truncate(src, s.max_source, eos)
+            tgt, cut_t = _truncate(tgt, s.max_target, eos)
+            truncated += cut_s or cut_t
+            input_ids[row, : len(src)] = src
+            labels[row, : len(tgt)] = tgt
+        return {"input_ids": input_ids, "labels": labels, "truncated": np.int64(truncated),
+                "examples": np.int64(len(real))}
+
+
+def finish_batch(rows: Batch, source_len: int, target_len: int, decoder_start_id: int) -> dict[str, np.ndarray]:
+    """Crop to the bucket and add the mask and the teacher-forcing decoder inputs (labels shifted
+    right behind the start id, HF's `_shift_right`)."""
+    input_ids = rows["input_ids"][:, :source_len]
+    labels = rows["labels"][:, :target_len]
+    start = np.full((labels.shape[0], 1), decoder_start_id, np.int32)
+    decoder_input_ids = np.concatenate([start, np.maximum(labels[:, :-1], 0)], axis=1)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != 0).astype(np.int32),
+            "decoder_input_ids": decoder_input_ids, "labels": labels}
+
+
+# --- which rows of a global batch this process holds -----------------------------------------------
+
+
+def local_rows(sharding: NamedSharding, global_batch: int) -> tuple[int, int]:
+    """[start, stop) of the global batch's rows on this process's devices (one contiguous block)."""
+    index_map = sharding.addressable_devices_indices_map((global_batch,))
+    slices = {idx[0].indices(global_batch)[:2] for idx in index_map.values()}
+    start, stop = min(s for s, _ in slices), max(e for _, e in slices)
+    covered = sum(e - s for s, e in slices)
+    if covered != stop - start:
+        raise InputError(f"this process's devices hold non-contiguous batch rows {sorted(slices)}; order the mesh "
+                         "devices by process (the default of make_mesh)")
+    return start, stop
+
+
+def _global_max(values: np.ndarray) -> np.ndarray:
+    """Element-wise max over processes (one small collective when there are several)."""
+    if jax.process_count() == 1:
+        return values
+    from jax.experimental import multihost_utils
+
+    return np.max(np.asarray(multihost_utils.process_allgather(values)), axis=0)
+
+
+# --- the training and evaluation streams -------------------------------------------------------------
+
+
+def _read_options(threads: int) -> grain.ReadOptions:
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, 2 * threads))
+
+
+class GlobalBatches:
+    """Iterator of global batches (dicts of jax.Arrays sharded by `sharding`).
+
+    `get_state` / `set_state` expose grain's iterator state, so `grain.checkpoint.CheckpointSave`
+    (and so Orbax) can store and restore the position exactly. `truncated` counts truncated rows
+    this process produced so far.
+    """
+
+    def __init__(self, dataset: grain.MapDataset, sharding: NamedSharding, global_batch: int, shapes: Shapes,
+                 threads: int):
+        self._iter = iter(dataset.to_iter_dataset(_read_options(threads)))
+        self.sharding, self.global_batch, self.shapes = sharding, global_batch, shapes
+        self.truncated = 0
+        self.examples = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        rows = next(self._iter)
+        self.truncated += int(rows["truncated"])
+        self.examples += int(rows["examples"])
+        longest = np.array([_longest(rows["input_ids"] != 0), _longest(rows["labels"] != IGNORE)])
+        source_len, target_len = _global_max(longest)
+        s = self.shapes
+        local = finish_batch(rows, s.bucket(int(source_len), s.max_source), s.bucket(int(target_len), s.max_target),
+                             s.decoder_start_id)
+        return {k: jax.make_array_from_process_local_data(self.sharding, v, (self.global_batch,) + v.shape[1:])
+                for k, v in local.items()}
+
+    @property
+    def grain_iterator(self) -> grain.DatasetIterator:
+        """The underlying grain iterator (what `grain.checkpoint.CheckpointSave` stores)."""
+        return self._iter
+
+    def get_state(self) -> dict:
+        return self._iter.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self._iter.set_state(state)
+
+
+def _longest(mask: np.ndarray) -> int:
+    """Length up to the last True of any row (0 for an all-False batch)."""
+    if not mask.any():
+        return 1
+    return int(mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)[mask.any(axis=1)].min())
+
+
+def train_batches(records: Sequence[dict], tokenizer, sharding: NamedSharding, batch_size: int, shapes: Shapes,
+                  seed: int, shuffle: bool = True, threads: int = 2) -> GlobalBatches:
+    """Endless global training batches; epoch e is a permutation seeded by (seed, e)."""
+    if len(records) < batch_size:
+        raise InputError(f"batch_size {batch_size} exceeds the {len(records)} training examples; lower batch_size")
+    order = grain.MapDataset.range(len(records))
+    if shuffle:
+        order = order.seed(seed).shuffle()
+    start, stop = local_rows(sharding, batch_size)
+    dataset = (order.repeat().batch(batch_size, drop_remainder=True)
+               .map(lambda index: index[start:stop]).map(TokenizeRows(records, tokenizer, shapes)))
+    return GlobalBatches(dataset, sharding, batch_size, shapes, threads)
+
+
+def eval_batches(records: Sequence[dict], tokenizer, sharding: NamedSharding, batch_size: int, shapes: Shapes,
+                 max_batches: int = 0, threads: int = 2) -> GlobalBatches:
+    """The split in file order, once; the last batch is filled with weightless rows."""
+    n = len(records)
+    count = math.ceil(n / batch_size) if max_batches == 0 else min(max_batches, math.ceil(n / batch_size))
+    start, stop = local_rows(sharding, batch_size)
+
+    def indices(k: int) -> np.ndarray:
+        index = np.arange(k * batch_size, (k + 1) * batch_size)
+        return np.where(index < n, index, -1)[start:stop]
+
+    dataset = grain.MapDataset.range(count).map(indices).map(TokenizeRows(records, tokenizer, shapes))
+    return GlobalBatches(dataset, sharding, batch_size, shapes, threads)

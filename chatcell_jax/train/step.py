@@ -1,0 +1,123 @@
+"""The jitted train and eval steps over the functional T5, with explicit shardings and donation.
+
+Train state is a plain pytree: {"params", "opt_state", "step", "rng"}. Parameters keep the
+shardings of `chatcell_jax.sharding` (born sharded); optimizer moments take their parameter's
+sharding, and anything else (counts, Adafactor's small factored statistics) is replicated. The
+batch is split over (data, fsdp). The state buffers are donated, so a step updates in place.
+
+Dropout keys are derived, never carried: fold_in(rng, step) then fold_in(micro-batch), so a resumed
+run draws exactly the masks the uninterrupted run would have drawn.
+
+Gradient accumulation runs inside the one jitted step (`lax.scan` over micro-batches): gradients of
+summed token losses are added up and divided by the global token count once, so accumulating is
+the same token-mean as one big batch.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from chatcell_jax.model.config import T5Config
+from chatcell_jax.model.t5 import forward
+from chatcell_jax.train.loss import token_loss_sums
+
+State = dict[str, Any]
+
+
+def init_state(params, tx: optax.GradientTransformation, seed: int) -> State:
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+            "rng": jax.random.key_data(jax.random.key(seed))}
+
+
+def _like_params(tree, param_shardings, mesh, param_shapes) -> Any:
+    """Shardings for an optimizer-state subtree: a parameter's sharding where the leaf has that
+    parameter's shape (Adam moments), replicated otherwise."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda leaf, sh, shape: sh if tuple(leaf.shape) == tuple(shape) else replicated,
+                        tree, param_shardings, param_shapes)
+
+
+def state_shardings(abstract_state: State, param_shardings, mesh) -> State:
+    """NamedShardings for every leaf of the (abstract) train state."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    pdef = jax.tree.structure(param_shardings)
+    param_shapes = jax.tree.map(lambda a: a.shape, abstract_state["params"])
+
+    def is_param_tree(node) -> bool:
+        try:
+            return jax.tree.structure(node) == pdef
+        except Exception:  # noqa: BLE001 - unusual nodes are simply not parameter trees
+            return False
+
+    opt = jax.tree.map(lambda node: _like_params(node, param_shardings, mesh, param_shapes) if is_param_tree(node)
+                       else replicated, abstract_state["opt_state"], is_leaf=is_param_tree)
+    return {"params": param_shardings, "opt_state": opt, "step": replicated, "rng": replicated}
+
+
+def _sums(model_cfg: T5Config, params, batch: dict, key: jax.Array | None, label_smoothing: float,
+          z_loss: float) -> dict[str, jax.Array]:
+    logits = forward(model_cfg, params, batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
+                     dropout_rng=key)
+    return token_loss_sums(logits, batch["labels"], model_cfg.vocab_size, label_smoothing, z_loss)
+
+
+def _micro_batches(batch: dict, n: int) -> dict:
+    """[B, ...] -> [n, B/n, ...] taking rows i, i+n, ... into micro-batch i, so each micro-batch
+    keeps the batch's sharding over devices (a local reshape, no communication)."""
+    return {k: jnp.swapaxes(v.reshape((v.shape[0] // n, n) + v.shape[1:]), 0, 1) for k, v in batch.items()}
+
+
+def train_step(model_cfg: T5Config, tx: optax.GradientTransformation, schedule: optax.Schedule, accum: int,
+               label_smoothing: float, z_loss: float, state: State, batch: dict) -> tuple[State, dict]:
+    params = state["params"]
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    use_dropout = model_cfg.dropout_rate > 0
+
+    def grads_of(micro: dict, index) -> tuple[Any, dict]:
+        key = jax.random.fold_in(step_key, index) if use_dropout else None
+        fn = lambda p: (lambda s: (s["objective"], s))(_sums(model_cfg, p, micro, key, label_smoothing, z_loss))
+        (_, sums), grads = jax.value_and_grad(fn, has_aux=True)(params)
+        return grads, sums
+
+    if accum == 1:
+        grads, sums = grads_of(batch, 0)
+    else:
+        def body(carry, xs):
+            g, s = grads_of(*xs)
+            return jax.tree.map(jnp.add, carry, (g, s)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params), {k: jnp.zeros((), jnp.float32) for k in ("objective", "ce", "tokens")}
+        (grads, sums), _ = jax.lax.scan(body, zeros, (_micro_batches(batch, accum), jnp.arange(accum)))
+    tokens = jnp.maximum(sums["tokens"], 1.0)
+    grads = jax.tree.map(lambda g: g / tokens, grads)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "step": state["step"] + 1,
+                 "rng": state["rng"]}
+    metrics = {"loss": sums["ce"] / tokens, "objective": sums["objective"] / tokens, "target_tokens": sums["tokens"],
+               "grad_norm": optax.tree_utils.tree_l2_norm(grads), "learning_rate": schedule(state["step"])}
+    return new_state, metrics
+
+
+def eval_sums(model_cfg: T5Config, params, batch: dict) -> dict[str, jax.Array]:
+    sums = _sums(model_cfg, params, batch, None, 0.0, 0.0)
+    return {"ce": sums["ce"], "tokens": sums["tokens"]}
+
+
+def compile_steps(model_cfg: T5Config, tx, schedule, accum: int, label_smoothing: float, z_loss: float,
+                  shardings: State, batch_sharding: NamedSharding) -> tuple[Callable, Callable]:
+    """(train_step(state, batch) -> (state, metrics), eval_step(params, batch) -> sums), jitted with
+    explicit in/out shardings; the train state is donated."""
+    mesh = batch_sharding.mesh
+    replicated = NamedSharding(mesh, PartitionSpec())
+    step = jax.jit(partial(train_step, model_cfg, tx, schedule, accum, label_smoothing, z_loss),
+                   in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
+                   donate_argnums=(0,))
+    evaluate = jax.jit(partial(eval_sums, model_cfg), in_shardings=(shardings["params"], batch_sharding),
+                       out_shardings=replicated)
+    return step, evaluate

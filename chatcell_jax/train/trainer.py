@@ -1,0 +1,249 @@
+"""`train(config)`: the whole run, from the config to RUN/model.
+
+    RUN/config.json        the resolved config (what `--resume` continues)
+    RUN/metrics.jsonl      one line per logged step: loss, lr, grad norm, steps/s, tokens/s, MFU,
+                           valid_loss at evaluations, truncated rows so far
+    RUN/tensorboard/       event files with the same scalars
+    RUN/checkpoints/<step> Orbax: train state + data iterator position (latest K and the best)
+    RUN/model/             the final model directory with its tokenizer (written last, atomically)
+    RUN/manifest.json      the data's manifest, for the commands that use the model
+    RUN/loss_curve.png
+
+Every process runs this same function; process 0 writes the files. Load the result with
+`chatcell_jax.hf.load_model(RUN / "model")` (or pass RUN to any command taking a model).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from chatcell_jax import data as data_lib
+from chatcell_jax.config import TrainConfig, read_saved_config, save_config
+from chatcell_jax.errors import InputError
+from chatcell_jax.sharding import batch_sharding, make_mesh, param_shardings
+from chatcell_jax.train import distributed
+from chatcell_jax.train.checkpoint import Checkpoints
+from chatcell_jax.train.metrics import MetricsLog, peak_flops, plot_losses, train_flops
+from chatcell_jax.train.model_init import build_params
+from chatcell_jax.train.optimizer import make_optimizer, make_schedule
+from chatcell_jax.train.step import compile_steps, init_state, state_shardings
+
+log = logging.getLogger(__name__)
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
+    """Create (or, with resume, reuse) the run directory and write config.json."""
+    run_dir = Path(config.out)
+    exists = run_dir.is_dir() and any(run_dir.iterdir())
+    if exists and resume:
+        saved = read_saved_config(run_dir)
+        changed = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)
+        if changed:
+            log.warning("resuming %s with changed config keys %s", run_dir, changed)
+    elif exists and not config.overwrite:
+        raise InputError(f"run directory {run_dir} exists; pass --resume to continue it, --set overwrite=true to "
+                         "replace it, or choose another out")
+    elif exists and jax.process_index() == 0:
+        if not (run_dir / "config.json").is_file():
+            raise InputError(f"{run_dir} is not a training run (no config.json); refusing to delete it, choose "
+                             "another out")
+        shutil.rmtree(run_dir)
+    if jax.process_index() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir)
+    _sync("run_dir")
+    return run_dir
+
+
+def _load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    if not Path(path).is_dir():
+        raise InputError(f"tokenizer directory {path} does not exist; build it with `chatcell tokenizer`")
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _check_data_dir(path: str) -> None:
+    if not Path(path).is_dir():
+        raise InputError(f"data directory {path} does not exist; create it with `chatcell prepare` (or point data at "
+                         "a ChatCell-Instructions directory with train.json / valid.json)")
+
+
+def check_batch(config: TrainConfig, mesh: jax.sharding.Mesh) -> None:
+    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+    per_step = data_parallel * config.grad_accum_steps
+    if config.batch_size % per_step:
+        raise InputError(f"batch_size {config.batch_size} is not divisible by the data-parallel devices "
+                         f"(data x fsdp = {data_parallel}) x grad_accum_steps ({config.grad_accum_steps}) = {per_step}; "
+                         f"use a multiple of {per_step} or change mesh")
+
+
+class Trainer:
+    """Holds what one run needs; `run()` trains to `config.steps`."""
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False, progress: bool = True,
+                 devices: list | None = None):
+        distributed.initialize(config)
+        self.config, self.progress = config, progress
+        _check_data_dir(config.data)
+        self.tokenizer = _load_tokenizer(config.tokenizer)
+        self.train_records = data_lib.load_records(config.data, "train")
+        self.valid_records = data_lib.load_records(config.data, "valid") if config.eval_every else []
+        self.mesh = make_mesh(config.mesh, devices)
+        check_batch(config, self.mesh)
+        self.run_dir = prepare_run_dir(config, resume)
+        self.model_cfg, params = build_params(config, len(self.tokenizer), self.mesh)
+        self.shapes = data_lib.Shapes(config.max_source_length, config.max_target_length, config.padding,
+                                      config.bucket_multiple, self.model_cfg.decoder_start_token_id)
+        self.batch_sharding = batch_sharding(self.mesh)
+        self.batches = data_lib.train_batches(self.train_records, self.tokenizer, self.batch_sharding,
+                                              config.batch_size, self.shapes, config.seed, config.shuffle,
+                                              config.data_threads)
+        tx, self.schedule = make_optimizer(config), make_schedule(config)
+        make_state = partial(init_state, tx=tx, seed=config.seed)
+        abstract = jax.eval_shape(make_state, params)
+        self.shardings = state_shardings(abstract, param_shardings(self.model_cfg, self.mesh), self.mesh)
+        self.checkpoints = Checkpoints(self.run_dir / "checkpoints", config.keep_checkpoints, config.keep_best,
+                                       config.async_checkpoint)
+        latest = self.checkpoints.latest_step() if resume else None
+        if latest is None:
+            self.state = jax.jit(make_state, out_shardings=self.shardings)(params)
+        else:
+            target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+                                  self.shardings)
+            del params
+            self.state = self.checkpoints.restore(latest, target, self.batches.grain_iterator)
+        self.start_step = int(self.state["step"])
+        self.step_fn, self.eval_fn = compile_steps(self.model_cfg, tx, self.schedule, config.grad_accum_steps,
+                                                   config.label_smoothing, config.z_loss, self.shardings,
+                                                   self.batch_sharding)
+        self.metrics = MetricsLog(self.run_dir, config.tensorboard, resume_step=self.start_step if latest else None)
+        self._eval_cache: list | None = None
+
+    # --- evaluation -------------------------------------------------------------------------------
+
+    def validation_loss(self) -> float:
+        """Token-mean cross entropy over the first `eval_batches` validation batches (fixed, cached)."""
+        if self._eval_cache is None:
+            self._eval_cache = list(data_lib.eval_batches(self.valid_records, self.tokenizer, self.batch_sharding,
+                                                          self.config.batch_size, self.shapes,
+                                                          self.config.eval_batches, self.config.data_threads))
+        total, tokens = 0.0, 0.0
+        for batch in self._eval_cache:
+            sums = jax.device_get(self.eval_fn(self.state["params"], batch))
+            total, tokens = total + float(sums["ce"]), tokens + float(sums["tokens"])
+        return total / max(tokens, 1.0)
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        config = self.config
+        bar = _progress_bar(config.steps, self.start_step, self.progress and jax.process_index() == 0)
+        peak = peak_flops(config.peak_tflops, config.dtype)
+        window: list = []
+        flops = padded_tokens = 0.0
+        last = time.perf_counter()
+        if self.start_step == 0 and config.eval_every:
+            self._log(0, {"valid_loss": self.validation_loss()})
+            last = time.perf_counter()
+        try:
+            for step in range(self.start_step + 1, config.steps + 1):
+                batch = next(self.batches)
+                b, s = batch["input_ids"].shape
+                t = batch["labels"].shape[1]
+                flops += train_flops(self.model_cfg, b, s, t)
+                padded_tokens += b * (s + t)
+                self.state, metrics = self.step_fn(self.state, batch)
+                window.append(metrics)
+                record = {}
+                if step % config.log_every == 0 or step == config.steps:
+                    values = jax.device_get(window)
+                    elapsed = time.perf_counter() - last
+                    record = {"loss": float(np.mean([v["loss"] for v in values])),
+                              "learning_rate": float(values[-1]["learning_rate"]),
+                              "grad_norm": float(values[-1]["grad_norm"]),
+                              "steps_per_s": len(values) / elapsed, "tokens_per_s": padded_tokens / elapsed,
+                              "truncated": self.batches.truncated}
+                    if peak:
+                        record["mfu"] = flops / elapsed / (peak * jax.device_count())
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", steps_s=f"{record['steps_per_s']:.2f}",
+                                    tok_s=f"{record['tokens_per_s']:.0f}",
+                                    **({"mfu": f"{100 * record['mfu']:.1f}%"} if peak else {}))
+                    window, flops, padded_tokens = [], 0.0, 0.0
+                if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+                    record["valid_loss"] = self.validation_loss()
+                    log.info("step %d: validation loss %.4f", step, record["valid_loss"])
+                if record:
+                    self._log(step, record)
+                    last = time.perf_counter()
+                if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.steps:
+                    self.checkpoints.save(step, self.state, self.batches.grain_iterator, record.get("valid_loss"))
+                bar.update(1)
+        finally:
+            bar.close()
+            self.checkpoints.wait()
+        self._finish()
+        return self.run_dir
+
+    def _log(self, step: int, record: dict) -> None:
+        self.metrics.write(step, record)
+
+    def _finish(self) -> None:
+        if self.batches.truncated:
+            log.warning("%d of %d training rows read by this process were truncated to %d source / %d target tokens",
+                        self.batches.truncated, self.batches.examples, self.config.max_source_length,
+                        self.config.max_target_length)
+        params = gather(self.state["params"])
+        self.checkpoints.close()
+        self.metrics.close()
+        if jax.process_index() == 0:
+            save_trained_model(self.run_dir, self.model_cfg, params, self.config)
+        _sync("model_saved")
+
+
+def gather(tree):
+    """Full host (numpy) copies of sharded arrays, also when they span processes."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def save_trained_model(run_dir: Path, model_cfg, params, config: TrainConfig) -> None:
+    """RUN/model (with the tokenizer and the data manifest), RUN/manifest.json and the loss curve."""
+    from chatcell_jax.hf import save_model
+    from chatcell_jax.model import T5
+
+    save_model(T5.from_params(model_cfg, params), None, run_dir / "model", tokenizer_dir=config.tokenizer)
+    manifest = Path(config.data) / "manifest.json"
+    if manifest.is_file():
+        shutil.copyfile(manifest, run_dir / "manifest.json")
+        shutil.copyfile(manifest, run_dir / "model" / "manifest.json")
+    plot_losses(run_dir)
+
+
+def _progress_bar(total: int, start: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="training", unit="step", disable=not enabled)
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, devices: list | None = None) -> Path:
+    """Train (or, with `resume`, continue) the run described by `config`; returns the run directory.
+
+    `devices` (default: all) are laid out as `config.mesh`."""
+    return Trainer(config, resume=resume, progress=progress, devices=devices).run()
