@@ -38,7 +38,9 @@ class Checkpoints:
                                                cleanup_tmp_directories=True,
                                                preservation_policy=policies.AnyPreservationPolicy(keep_policies))
         self.directory = Path(directory).absolute()
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        # Handlers named up front, so metadata can be read before the first save/restore.
+        handlers = {"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()}
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
