@@ -141,6 +141,7 @@ class Trainer:
             self._eval_cache = list(data_lib.eval_batches(self.valid_records, self.tokenizer, self.batch_sharding,
                                                           self.config.batch_size, self.shapes,
                                                           self.config.eval_batches, self.config.data_threads))
+            distributed.compile_in_step(self.eval_fn, self.state["params"], self._eval_cache[0])
         total, tokens = 0.0, 0.0
         for batch in self._eval_cache:
             sums = jax.device_get(self.eval_fn(self.state["params"], batch))
@@ -166,6 +167,8 @@ class Trainer:
                 t = batch["labels"].shape[1]
                 flops += train_flops(self.model_cfg, b, s, t)
                 padded_tokens += b * (s + t)
+                if step == self.start_step + 1:
+                    distributed.compile_in_step(self.step_fn, self.state, batch)
                 self.state, metrics = self.step_fn(self.state, batch)
                 window.append(metrics)
                 record = {}
