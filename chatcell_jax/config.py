@@ -128,6 +128,11 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             value = yaml.safe_load(value)
         except yaml.YAMLError:
             pass
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind == list[int]:
