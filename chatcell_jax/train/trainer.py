@@ -48,6 +48,9 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
     """Create (or, with resume, reuse) the run directory and write config.json."""
     run_dir = Path(config.out)
     exists = run_dir.is_dir() and any(run_dir.iterdir())
+    # Every process looks before process 0 writes: a process that looked afterwards would find
+    # the directory process 0 just created and refuse to start (and leave process 0 waiting).
+    _sync("run_dir looked at")
     if exists and resume:
         saved = read_saved_config(run_dir)
         changed = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)
