@@ -69,6 +69,7 @@ class TrainConfig:
     # --- evaluation ---
     eval_every: int = 100  # validation loss every N steps (and at step 0 and the end); 0 disables
     eval_batches: int = 8  # validation batches per evaluation; 0 = the whole split
+    eval_generate: int = 0  # validation prompts per task decoded greedily at each evaluation (0: loss only)
     # --- checkpoints ---
     checkpoint_every: int = 0  # Orbax checkpoint every N steps (0: only at the end)
     keep_checkpoints: int = 2  # the latest K are kept ...
@@ -86,7 +87,7 @@ class TrainConfig:
                 raise InputError(f"config key {name!r} is required (e.g. --set {name}=PATH)")
         positive = ("steps", "batch_size", "grad_accum_steps", "max_source_length", "max_target_length",
                     "bucket_multiple", "data_threads", "keep_checkpoints", "log_every")
-        non_negative = ("warmup_steps", "eval_every", "eval_batches", "checkpoint_every", "seed", "grad_clip",
+        non_negative = ("warmup_steps", "eval_every", "eval_batches", "eval_generate", "checkpoint_every", "seed", "grad_clip",
                         "weight_decay", "z_loss", "peak_tflops", "learning_rate", "num_processes")
         for name in positive:
             if getattr(self, name) < 1:

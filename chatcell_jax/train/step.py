@@ -100,7 +100,7 @@ def train_step(model_cfg: T5Config, tx: optax.GradientTransformation, schedule: 
     new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "step": state["step"] + 1,
                  "rng": state["rng"]}
     metrics = {"loss": sums["ce"] / tokens, "objective": sums["objective"] / tokens, "target_tokens": sums["tokens"],
-               "grad_norm": optax.tree_utils.tree_l2_norm(grads), "learning_rate": schedule(state["step"])}
+               "grad_norm": optax.tree_utils.tree_norm(grads), "learning_rate": schedule(state["step"])}
     return new_state, metrics
 
 

@@ -135,6 +135,7 @@ class Trainer:
                                                    self.batch_sharding)
         self.metrics = MetricsLog(self.run_dir, config.tensorboard, resume_step=self.start_step if latest else None)
         self._eval_cache: list | None = None
+        self._generation: tuple | None = None  # (Generator, samples, manifest), built at the first evaluation
 
     # --- evaluation -------------------------------------------------------------------------------
 
@@ -151,6 +152,27 @@ class Trainer:
             total, tokens = total + float(sums["ce"]), tokens + float(sums["tokens"])
         return total / max(tokens, 1.0)
 
+    def generation_scores(self) -> dict[str, float]:
+        """Per-task greedy-decoding metrics on a fixed validation sample (`eval_generate` per task)."""
+        if not self.config.eval_generate or not self.valid_records:
+            return {}
+        from chatcell_jax.generation import Generator
+        from chatcell_jax.train import generation_eval
+
+        if self._generation is None:  # one Generator for the run, so its search compiles once
+            generator = Generator(self.model_cfg, None, self.tokenizer, max_source_length=self.config.max_source_length,
+                                  batch_size=16, length_bucket=self.config.bucket_multiple)
+            samples = generation_eval.sample_tasks(self.valid_records, self.config.eval_generate, self.config.seed)
+            self._generation = (generator, samples, _data_manifest(self.config.data))
+        generator, samples, manifest = self._generation
+        generator.params = generation_eval.host_params(self.state["params"])
+        return generation_eval.generation_metrics(generator, samples, self.config.max_target_length, manifest)
+
+    def evaluate(self) -> dict[str, float]:
+        record = {"valid_loss": self.validation_loss(), **self.generation_scores()}
+        log.info("validation: %s", ", ".join(f"{k} {v:.4g}" for k, v in record.items()))
+        return record
+
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> Path:
@@ -161,7 +183,7 @@ class Trainer:
         flops = padded_tokens = 0.0
         last = time.perf_counter()
         if self.start_step == 0 and config.eval_every:
-            self._log(0, {"valid_loss": self.validation_loss()})
+            self._log(0, self.evaluate())
             last = time.perf_counter()
         try:
             for step in range(self.start_step + 1, config.steps + 1):
@@ -190,8 +212,7 @@ class Trainer:
                                     **({"mfu": f"{100 * record['mfu']:.1f}%"} if peak else {}))
                     window, flops, padded_tokens = [], 0.0, 0.0
                 if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                    record["valid_loss"] = self.validation_loss()
-                    log.info("step %d: validation loss %.4f", step, record["valid_loss"])
+                    record.update(self.evaluate())
                 if record:
                     self._log(step, record)
                     last = time.perf_counter()
@@ -218,6 +239,13 @@ class Trainer:
         if jax.process_index() == 0:
             save_trained_model(self.run_dir, self.model_cfg, params, self.config)
         _sync("model_saved")
+
+
+def _data_manifest(data_dir: str) -> dict | None:
+    """Our prepared data's manifest; None for ChatCell-Instructions data, which has none."""
+    from chatcell_jax.instructions import load_manifest
+
+    return load_manifest(data_dir) if (Path(data_dir) / "manifest.json").is_file() else None
 
 
 def gather(tree):
