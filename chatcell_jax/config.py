@@ -39,6 +39,7 @@ class TrainConfig:
     max_source_length: int = 512  # longer sources are truncated (EOS kept) and counted
     max_target_length: int = 128
     padding: str = "bucket"  # bucket: pad each batch to its longest row rounded up | max: always the maxima
+    #                          | pack: several examples per row (segment ids), same loss, fewer rows
     bucket_multiple: int = 64  # bucket granularity (fewer buckets = fewer compilations)
     shuffle: bool = True  # reshuffle the training set every epoch (seeded)
     data_threads: int = 2  # grain read threads per process
@@ -96,7 +97,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise InputError(f"config key {name!r} must not be negative, got {getattr(self, name)!r}")
         choices = {"vocab_init": ("mean", "normal"), "dtype": ("float32", "bfloat16"), "remat": ("none", "minimal", "full"),
-                   "padding": ("bucket", "max"), "optimizer": ("adamw", "adafactor"),
+                   "padding": ("bucket", "max", "pack"), "optimizer": ("adamw", "adafactor"),
                    "decay": ("cosine", "linear", "constant")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

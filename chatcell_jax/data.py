@@ -9,7 +9,8 @@ many batches were consumed), which goes into every checkpoint.
 
 Rows are truncated to the maximum lengths (the last kept token replaced by EOS) and counted.
 Padding is either to the batch's longest row rounded up to `bucket_multiple` (agreed across
-processes, so the global array has one shape) or always to the maxima (one compilation).
+processes, so the global array has one shape), or always to the maxima (one compilation), or
+packed: the step's examples share rows (`chatcell_jax.packing`), fewer rows, same loss.
 `jax.make_array_from_process_local_data` assembles the global arrays.
 """
 from __future__ import annotations
@@ -25,12 +26,13 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
+from chatcell_jax import packing
 from chatcell_jax.errors import InputError
 from chatcell_jax.records import load_split
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100  # label id the loss skips, as in Hugging Face
+IGNORE = packing.IGNORE  # label id the loss skips, as in Hugging Face
 Batch = dict[str, Any]
 
 
@@ -40,12 +42,12 @@ class Shapes:
 
     max_source: int
     max_target: int
-    padding: str = "bucket"  # "bucket" | "max"
+    padding: str = "bucket"  # "bucket" | "max" | "pack" (see chatcell_jax.packing)
     bucket_multiple: int = 64
     decoder_start_id: int = 0
 
     def bucket(self, longest: int, limit: int) -> int:
-        if self.padding == "max":
+        if self.padding in ("max", "pack"):
             return limit
         return min(limit, self.bucket_multiple * max(1, math.ceil(longest / self.bucket_multiple)))
 
@@ -124,6 +126,12 @@ def local_rows(sharding: NamedSharding, global_batch: int) -> tuple[int, int]:
     return start, stop
 
 
+def _local_shards(sharding: NamedSharding, global_batch: int) -> int:
+    """How many distinct row blocks of the batch this process's devices hold."""
+    index_map = sharding.addressable_devices_indices_map((global_batch,))
+    return len({idx[0].indices(global_batch)[:2] for idx in index_map.values()})
+
+
 def _global_max(values: np.ndarray) -> np.ndarray:
     """Element-wise max over processes (one small collective when there are several)."""
     if jax.process_count() == 1:
@@ -152,6 +160,9 @@ class GlobalBatches:
                  threads: int):
         self._iter = iter(dataset.to_iter_dataset(_read_options(threads)))
         self.sharding, self.global_batch, self.shapes = sharding, global_batch, shapes
+        start, stop = local_rows(sharding, global_batch)
+        self.process_blocks = global_batch // (stop - start)  # equal blocks of rows, one per process
+        self.local_shards = _local_shards(sharding, global_batch)
         self.truncated = 0
         self.examples = 0
 
@@ -162,13 +173,25 @@ class GlobalBatches:
         rows = next(self._iter)
         self.truncated += int(rows["truncated"])
         self.examples += int(rows["examples"])
-        longest = np.array([_longest(rows["input_ids"] != 0), _longest(rows["labels"] != IGNORE)])
-        source_len, target_len = _global_max(longest)
         s = self.shapes
-        local = finish_batch(rows, s.bucket(int(source_len), s.max_source), s.bucket(int(target_len), s.max_target),
-                             s.decoder_start_id)
-        return {k: jax.make_array_from_process_local_data(self.sharding, v, (self.global_batch,) + v.shape[1:])
+        if s.padding == "pack":
+            local = self._pack(rows)
+        else:
+            longest = np.array([_longest(rows["input_ids"] != 0), _longest(rows["labels"] != IGNORE)])
+            source_len, target_len = _global_max(longest)
+            local = finish_batch(rows, s.bucket(int(source_len), s.max_source),
+                                 s.bucket(int(target_len), s.max_target), s.decoder_start_id)
+        global_rows = len(local["input_ids"]) * self.process_blocks
+        return {k: jax.make_array_from_process_local_data(self.sharding, v, (global_rows,) + v.shape[1:])
                 for k, v in local.items()}
+
+    def _pack(self, rows: Batch) -> dict[str, np.ndarray]:
+        """This process's examples packed into as many rows as the fullest process needs, rounded
+        up to whole device shards (every process must contribute the same number of rows)."""
+        s = self.shapes
+        needed = _global_max(np.array([packing.rows_needed(rows, s.max_source, s.max_target)]))[0]
+        n_rows = max(1, math.ceil(int(needed) / self.local_shards)) * self.local_shards
+        return packing.pack_rows(rows, s.max_source, s.max_target, n_rows, s.decoder_start_id)
 
     @property
     def grain_iterator(self) -> grain.DatasetIterator:

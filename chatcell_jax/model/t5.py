@@ -98,9 +98,16 @@ def _check_dropout(cfg: T5Config, deterministic: bool, dropout_rng: jax.Array | 
 # --- full (teacher-forced) forward ---------------------------------------------------------------
 
 
+def _segment_mask(query_segments: jax.Array, key_segments: jax.Array) -> jax.Array:
+    """[B, 1, Tq, Tk]: a query attends to the keys of its own packed example (segment 0 = padding)."""
+    same = query_segments[:, :, None] == key_segments[:, None, :]
+    return (same & (key_segments[:, None, :] != 0))[:, None]
+
+
 def encode(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask: jax.Array,
-           dropout_rng: jax.Array | None = None) -> jax.Array:
-    """Encoder hidden states [B, S, D] (compute dtype). `dropout_rng=None`: no dropout."""
+           dropout_rng: jax.Array | None = None, segment_ids: jax.Array | None = None) -> jax.Array:
+    """Encoder hidden states [B, S, D] (compute dtype). `dropout_rng=None`: no dropout.
+    `segment_ids` [B, S] (packed rows, see chatcell_jax.packing) keep attention inside an example."""
     dtype, rate, eps = jnp.dtype(cfg.dtype), cfg.dropout_rate, cfg.layer_norm_epsilon
     stack = params["encoder"]
     keys = jax.random.split(dropout_rng, 3) if dropout_rng is not None else (None,) * 3
@@ -108,6 +115,8 @@ def encode(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask: 
     pos = jnp.arange(input_ids.shape[1])
     bias = position_bias(stack["relpos"], pos, pos, True, cfg.relative_attention_max_distance)
     mask = attention_mask.astype(bool)[:, None, None, :]
+    if segment_ids is not None:
+        mask = _segment_mask(segment_ids, segment_ids)
 
     def layer(x, p, key):
         h = rms_norm(x, p["self_norm"], eps, dtype)
@@ -122,8 +131,10 @@ def encode(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask: 
 
 def decode(cfg: T5Config, params: Params, decoder_input_ids: jax.Array, encoder_hidden: jax.Array,
            attention_mask: jax.Array, decoder_attention_mask: jax.Array | None = None,
-           dropout_rng: jax.Array | None = None) -> jax.Array:
-    """Decoder hidden states [B, T, D] with causal self-attention and cross-attention."""
+           dropout_rng: jax.Array | None = None, segment_ids: jax.Array | None = None,
+           encoder_segment_ids: jax.Array | None = None) -> jax.Array:
+    """Decoder hidden states [B, T, D] with causal self-attention and cross-attention. With packed
+    rows, `segment_ids` [B, T] and `encoder_segment_ids` [B, S] pair each answer with its question."""
     dtype, rate, eps = jnp.dtype(cfg.dtype), cfg.dropout_rate, cfg.layer_norm_epsilon
     stack = params["decoder"]
     keys = jax.random.split(dropout_rng, 3) if dropout_rng is not None else (None,) * 3
@@ -134,6 +145,9 @@ def decode(cfg: T5Config, params: Params, decoder_input_ids: jax.Array, encoder_
     if decoder_attention_mask is not None:
         self_mask = self_mask & decoder_attention_mask.astype(bool)[:, None, None, :]
     cross_mask = attention_mask.astype(bool)[:, None, None, :]
+    if segment_ids is not None:
+        self_mask = self_mask & _segment_mask(segment_ids, segment_ids)
+        cross_mask = _segment_mask(segment_ids, encoder_segment_ids)
     encoder_hidden = encoder_hidden.astype(dtype)
 
     def layer(x, p, key):
@@ -153,11 +167,15 @@ def decode(cfg: T5Config, params: Params, decoder_input_ids: jax.Array, encoder_
 
 def forward(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask: jax.Array,
             decoder_input_ids: jax.Array, decoder_attention_mask: jax.Array | None = None,
-            dropout_rng: jax.Array | None = None) -> jax.Array:
-    """Teacher-forced logits [B, T, padded_vocab] float32."""
+            dropout_rng: jax.Array | None = None, encoder_segment_ids: jax.Array | None = None,
+            decoder_segment_ids: jax.Array | None = None) -> jax.Array:
+    """Teacher-forced logits [B, T, padded_vocab] float32. Segment ids: packed rows (both or neither)."""
+    if (encoder_segment_ids is None) != (decoder_segment_ids is None):
+        raise ValueError("packed rows need both encoder_segment_ids and decoder_segment_ids")
     k_enc, k_dec = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
-    enc = encode(cfg, params, input_ids, attention_mask, k_enc)
-    dec = decode(cfg, params, decoder_input_ids, enc, attention_mask, decoder_attention_mask, k_dec)
+    enc = encode(cfg, params, input_ids, attention_mask, k_enc, encoder_segment_ids)
+    dec = decode(cfg, params, decoder_input_ids, enc, attention_mask, decoder_attention_mask, k_dec,
+                 decoder_segment_ids, encoder_segment_ids)
     return lm_logits(cfg, params, dec)
 
 

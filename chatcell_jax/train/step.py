@@ -63,7 +63,8 @@ def state_shardings(abstract_state: State, param_shardings, mesh) -> State:
 def _sums(model_cfg: T5Config, params, batch: dict, key: jax.Array | None, label_smoothing: float,
           z_loss: float) -> dict[str, jax.Array]:
     logits = forward(model_cfg, params, batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
-                     dropout_rng=key)
+                     dropout_rng=key, encoder_segment_ids=batch.get("encoder_segment_ids"),
+                     decoder_segment_ids=batch.get("decoder_segment_ids"))
     return token_loss_sums(logits, batch["labels"], model_cfg.vocab_size, label_smoothing, z_loss)
 
 
