@@ -186,11 +186,13 @@ class GlobalBatches:
                 for k, v in local.items()}
 
     def _pack(self, rows: Batch) -> dict[str, np.ndarray]:
-        """This process's examples packed into as many rows as the fullest process needs, rounded
-        up to whole device shards (every process must contribute the same number of rows)."""
+        """This process's examples packed into as many rows as the fullest process needs (every
+        process must contribute the same number), rounded up to a quarter of the examples in whole
+        device shards: at most four row counts, so at most four compilations of the step."""
         s = self.shapes
         needed = _global_max(np.array([packing.rows_needed(rows, s.max_source, s.max_target)]))[0]
-        n_rows = max(1, math.ceil(int(needed) / self.local_shards)) * self.local_shards
+        quarter = math.ceil(math.ceil(len(rows["input_ids"]) / 4) / self.local_shards) * self.local_shards
+        n_rows = max(1, math.ceil(int(needed) / quarter)) * quarter
         return packing.pack_rows(rows, s.max_source, s.max_target, n_rows, s.decoder_start_id)
 
     @property
