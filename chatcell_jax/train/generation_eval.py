@@ -19,7 +19,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import jax
 import numpy as np
 
 from chatcell_jax.decoding import GenerationConfig
@@ -82,12 +81,3 @@ def generation_metrics(generator, samples: Sequence[Sample], max_new_tokens: int
             out[f"valid_{sample.task}_{name}"] = float(value)
     return out
 
-
-def host_params(params):
-    """Parameters the generator can read on this process: as they are with one process, else a
-    full copy gathered from all processes (every process then decodes the same sample)."""
-    if jax.process_count() == 1:
-        return params
-    from jax.experimental import multihost_utils
-
-    return multihost_utils.process_allgather(params, tiled=True)

@@ -165,7 +165,9 @@ class Trainer:
             samples = generation_eval.sample_tasks(self.valid_records, self.config.eval_generate, self.config.seed)
             self._generation = (generator, samples, _data_manifest(self.config.data))
         generator, samples, manifest = self._generation
-        generator.params = generation_eval.host_params(self.state["params"])
+        # With several processes every one decodes the same sample from a full copy of the parameters.
+        params = self.state["params"]
+        generator.params = params if jax.process_count() == 1 else gather(params)
         return generation_eval.generation_metrics(generator, samples, self.config.max_target_length, manifest)
 
     def evaluate(self) -> dict[str, float]:
