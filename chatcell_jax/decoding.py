@@ -6,8 +6,9 @@ The searches are written against a step function, not a model:
 
 where N is batch x beams, `tokens` is the last token of every sequence, `step` the 0-based position
 of that token in the decoder input, and `cache` any pytree (the model's key/value cache). The beam
-search reorders the cache with `reorder_cache(cache, indices [N])` (default: take along axis 0 of
-every leaf), so a model whose encoder keys/values are shared by the beams of one input keeps them
+search reorders the cache with `reorder_cache(cache, indices [N], length)` (default: take along
+axis 0 of every leaf), where `length` is the number of positions written so far (a model may move
+only those), so a model whose encoder keys/values are shared by the beams of one input keeps them
 outside the reordered cache.
 
 Beam search follows Hugging Face `generate()` (transformers 5.x `_beam_search`) token for token:
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 
 NEG = -1.0e9
 StepFn = Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, Any]]
+ReorderFn = Callable[[Any, jax.Array, jax.Array], Any]
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class Generated(NamedTuple):
     scores: jax.Array
 
 
-def _take_rows(cache: Any, indices: jax.Array) -> Any:
+def _take_rows(cache: Any, indices: jax.Array, length: jax.Array | None = None) -> Any:
     return jax.tree.map(lambda leaf: jnp.take(leaf, indices, axis=0), cache)
 
 
@@ -103,7 +105,10 @@ def _process(scores: jax.Array, sequences: jax.Array, cur_len: jax.Array, cfg: G
         scores = jnp.where(banned, -jnp.inf, scores)
     if cfg.min_new_tokens > 0:
         too_short = cur_len - 1 < cfg.min_new_tokens  # tokens generated so far (after the start token)
-        scores = scores.at[:, cfg.eos_id].set(jnp.where(too_short, -jnp.inf, scores[:, cfg.eos_id]))
+        # An elementwise select, not a scatter into the EOS column: it fuses with what follows
+        # instead of writing a fresh copy of the [N, V] scores.
+        is_eos = jnp.arange(scores.shape[-1]) == cfg.eos_id
+        scores = jnp.where(is_eos & too_short, -jnp.inf, scores)
     return scores
 
 
@@ -184,10 +189,10 @@ def sample_or_greedy(
         if cfg.do_sample:
             warped = _warp(logits, cfg)
             step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, cur_len)
-            token = jax.vmap(jax.random.categorical)(step_keys, warped)
+            token = _categorical(step_keys, warped, cfg.top_k)
             logprobs = jax.nn.log_softmax(warped, axis=-1)
         else:
-            token = jnp.argmax(logits, axis=-1)
+            token = _argmax(logits)
             logprobs = jax.nn.log_softmax(logits, axis=-1)
         token = jnp.where(done, cfg.eos_id, token).astype(jnp.int32)
         gained = jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
@@ -200,6 +205,58 @@ def sample_or_greedy(
     return Generated(seqs[:, None, :], scores[:, None])
 
 
+def _argmax(x: jax.Array) -> jax.Array:
+    """`jnp.argmax` over the last axis (first index of the maximum) as two plain reductions: XLA's
+    CPU argmax (a variadic reduce) is ~15x slower than a max over the same [rows, 32k] logits."""
+    first = jnp.where(x == jnp.max(x, axis=-1, keepdims=True), jnp.arange(x.shape[-1]), x.shape[-1])
+    return jnp.min(first, axis=-1)
+
+
+def _categorical(keys: jax.Array, warped: jax.Array, top_k: int) -> jax.Array:
+    """`vmap(jax.random.categorical)(keys, warped)`, the same tokens, drawn cheaply after top-k.
+
+    categorical is argmax(logits + Gumbel noise) with noise for every vocabulary entry; on CPU
+    that noise (threefry over [rows, 32k]) cost more than the model step. After top-k every entry
+    outside the top k is -inf and cannot win, so the noise is computed for those k only, with the
+    bits jax would draw at their positions. Fallback to the full draw when a row keeps more than k
+    entries (ties at the k-th value) or none, or when jax's generator is not the partitionable
+    threefry whose per-position bits `_gumbel_at` reproduces."""
+    full = lambda: jax.vmap(jax.random.categorical)(keys, warped)
+    if top_k <= 0 or top_k >= warped.shape[-1] // 4 or not _fast_gumbel_supported(keys):
+        return full()
+    values, index = _top_k_stable(warped, top_k + 1)
+    fits = jnp.all((values[:, top_k] == -jnp.inf) & (values[:, 0] > -jnp.inf))
+    index = jnp.sort(index[:, :top_k], axis=-1)  # index order: ties go to the lower index, as argmax
+
+    def fast():
+        noisy = jax.vmap(_gumbel_at)(keys, index) + jnp.take_along_axis(warped, index, axis=-1)
+        return jnp.take_along_axis(index, _argmax(noisy)[:, None], axis=-1)[:, 0]
+
+    return jax.lax.cond(fits, fast, full)
+
+
+def _fast_gumbel_supported(keys: jax.Array) -> bool:
+    return (keys.dtype == jnp.uint32 and keys.shape[-1] == 2 and jax.config.jax_default_prng_impl == "threefry2x32"
+            and bool(jax.config.jax_threefry_partitionable))
+
+
+def _gumbel_at(key: jax.Array, index: jax.Array) -> jax.Array:
+    """`jax.random.gumbel(key, (V,))[index]` for a raw threefry key, any V > max(index).
+
+    With partitionable threefry, entry j's 32 bits are the xor of threefry2x32(key, (0, j)), and
+    uniform/gumbel are elementwise on them (jax.random's _uniform and _gumbel, float32, mode "low").
+    tests/test_decoding.py checks this against jax.random.gumbel."""
+    from jax.extend.random import threefry2x32_p
+
+    index = index.astype(jnp.uint32)
+    hi, lo = threefry2x32_p.bind(key[0], key[1], jnp.zeros_like(index), index)
+    bits = jax.lax.shift_right_logical(hi ^ lo, jnp.uint32(32 - 23)) | jnp.uint32(0x3F800000)
+    floats = jax.lax.bitcast_convert_type(bits, jnp.float32) - jnp.float32(1.0)
+    tiny = jnp.float32(jnp.finfo(jnp.float32).tiny)
+    uniform = jnp.maximum(tiny, floats * (jnp.float32(1.0) - tiny) + tiny)
+    return -jnp.log(-jnp.log(uniform))
+
+
 # --- beam search ---------------------------------------------------------------------------------
 
 
@@ -208,7 +265,7 @@ def beam_search(
     cache: Any,
     batch: int,
     cfg: GenerationConfig,
-    reorder_cache: Callable[[Any, jax.Array], Any] = _take_rows,
+    reorder_cache: ReorderFn = _take_rows,
     length_penalty: jax.Array | float | None = None,
 ) -> Generated:
     """Hugging Face beam search. `cache` rows are batch-major: row b * K + k is beam k of input b.
@@ -258,7 +315,7 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
     run_scores, nxt = _top_k_stable(run_lp, K)
     running = jnp.take_along_axis(topk_seq, nxt[:, :, None], axis=1)
     source_rows = (jnp.take_along_axis(beam_idx, nxt, axis=1) + jnp.arange(B)[:, None] * K).reshape(-1)
-    cache = reorder_cache(cache, source_rows)
+    cache = reorder_cache(cache, source_rows, cur_len)  # positions 0 .. cur_len - 1 are written
 
     # Finished hypotheses: candidates in the top K that ended, scored with the length penalty.
     just_done = done & (jnp.arange(2 * K) < K)[None, :]
@@ -287,15 +344,42 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
 
 
 def _top_k_stable(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """Top k along the last axis, ties resolved towards the lower index (like a stable sort).
+    """Top k along the last axis of [rows, M], ties resolved towards the lower index (like a stable
+    sort). Long rows go through `_top_k_chunked`, same result, a fraction of the time."""
+    chunk = _chunk_size(x.shape[-1], k)
+    return _top_k_chunked(x, k, chunk) if chunk else _top_k_barrier(x, k)
 
-    The optimization barrier keeps XLA from rewriting the TopK into a full sort of the row when
-    only part of its output is used (on CPU that rewrite made a sampling step 30x slower)."""
+
+def _top_k_barrier(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """`lax.top_k`. The optimization barrier keeps XLA from rewriting the TopK into a full sort of
+    the row when only part of its output is used (on CPU that rewrite made a sampling step 30x slower)."""
     return jax.lax.optimization_barrier(jax.lax.top_k(x, k))
 
 
+def _chunk_size(m: int, k: int) -> int:
+    """The largest chunk width dividing m that leaves at least 4k chunks, or 0 (not worth it)."""
+    return next((c for c in (128, 64, 32, 16, 8) if m % c == 0 and m // c >= 4 * k), 0)
+
+
+def _top_k_chunked(x: jax.Array, k: int, chunk: int) -> tuple[jax.Array, jax.Array]:
+    """Exact top k via chunk maxima: XLA's CPU TopK over a [16, 4 x 32k] beam row cost more than
+    the model step; a max over chunks of `chunk` values is one vectorised pass.
+
+    The top k values lie in the k chunks with the largest maxima (ranking chunks by max, then
+    lower chunk first: each chunk ranked above one holding a top-k value owns a value ranked above
+    it). Those chunks, in index order, hold the candidates in index order, so the final `top_k`
+    breaks ties towards the lower index exactly as one over the whole row would."""
+    rows, m = x.shape
+    chunks = x.reshape(rows, m // chunk, chunk)
+    best = jnp.sort(_top_k_barrier(jnp.max(chunks, axis=-1), k)[1], axis=-1)  # [rows, k] chunk ids
+    candidates = jnp.take_along_axis(chunks, best[:, :, None], axis=1).reshape(rows, k * chunk)
+    values, pos = _top_k_barrier(candidates, k)
+    index = jnp.take_along_axis(best, pos // chunk, axis=1) * chunk + pos % chunk
+    return values, index
+
+
 def generate(step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, keys: jax.Array | None = None,
-             reorder_cache: Callable[[Any, jax.Array], Any] = _take_rows,
+             reorder_cache: ReorderFn = _take_rows,
              length_penalty: jax.Array | float | None = None) -> Generated:
     """Dispatch on the settings: sampling, greedy (num_beams 1, as in Hugging Face) or beam search."""
     if cfg.do_sample or cfg.num_beams <= 1:

@@ -130,3 +130,52 @@ def test_top_p_threshold_matches_the_sorted_rule(top_k):
             before = np.cumsum(probs) - probs
             expected = set(order[before < top_p]) or {order[0]}
             assert set(np.flatnonzero(kept)) == expected
+
+
+# --- the fast kernels give exactly what the plain jax operations give ---------------------------
+
+
+@pytest.mark.parametrize("m,k", [(512, 8), (1024, 4), (4096, 50), (32128 * 4, 8)])
+def test_chunked_top_k_matches_lax_top_k_with_ties(m, k):
+    from chatcell_jax.decoding import _chunk_size, _top_k_barrier, _top_k_chunked
+
+    rng = np.random.default_rng(m + k)
+    x = rng.integers(-4, 4, size=(3, m)).astype(np.float32)  # many ties, across chunk boundaries
+    x[0, rng.integers(0, m, 30)] = -np.inf
+    x[2] = rng.normal(size=m)
+    chunk = _chunk_size(m, k)
+    assert chunk
+    got, want = _top_k_chunked(jnp.asarray(x), k, chunk), _top_k_barrier(jnp.asarray(x), k)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_gumbel_at_reproduces_jax_random_gumbel():
+    from chatcell_jax.decoding import _gumbel_at
+
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys(3, jnp.arange(4)), 7)
+    full = jax.vmap(lambda key: jax.random.gumbel(key, (5000,)))(keys)
+    index = jnp.asarray(np.random.default_rng(0).integers(0, 5000, (4, 64)), jnp.int32)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(_gumbel_at))(keys, index), jnp.take_along_axis(full, index, 1))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_top_k_categorical_draws_what_jax_random_categorical_draws(ties):
+    from chatcell_jax.decoding import _categorical
+
+    rng, k, vocab = np.random.default_rng(int(ties)), 20, 4096
+    for trial in range(5):
+        x = (rng.normal(size=(8, vocab)) * 3).astype(np.float32)
+        if ties:  # more than k entries share the k-th value: the exact fallback
+            x = np.round(x)
+        x = np.where(x < np.sort(x, -1)[:, -k][:, None], -np.inf, x)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys(trial, jnp.arange(8)), trial)
+        want = jax.vmap(jax.random.categorical)(keys, jnp.asarray(x))
+        np.testing.assert_array_equal(jax.jit(_categorical, static_argnums=2)(keys, jnp.asarray(x), k), want)
+
+
+def test_argmax_is_jnp_argmax():
+    from chatcell_jax.decoding import _argmax
+
+    x = jnp.asarray(np.round(np.random.default_rng(0).normal(size=(6, 300))), jnp.float32)  # ties: first wins
+    np.testing.assert_array_equal(_argmax(x), jnp.argmax(x, axis=-1))

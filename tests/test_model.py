@@ -124,6 +124,22 @@ def test_decode_step_in_jit_while_loop_with_beams():
     np.testing.assert_allclose(out[1::2, :, :VOCAB], full[..., :VOCAB], atol=1e-5, rtol=0)
 
 
+def test_reorder_cache_of_the_written_prefix_equals_a_full_gather():
+    """Beam search moves only the positions written so far (in place, block by block)."""
+    cfg = config("v1.1")
+    ids, mask, _, _ = batch(b=2)
+    params = T5(cfg, rngs=nnx.Rngs(3)).params()
+    cache = t5_fn.init_cache(cfg, params, 6, 40, t5_fn.encode(cfg, params, ids, mask), mask)
+    rng = np.random.default_rng(0)
+    cache["self_k"] = tuple(jnp.asarray(rng.normal(size=a.shape), a.dtype) for a in cache["self_k"])
+    rows = jnp.array([2, 0, 0, 5, 3, 3])
+    for length in (1, 16, 17, 40):
+        full = t5_fn.reorder_cache(cache, rows)
+        prefix = jax.jit(t5_fn.reorder_cache)(cache, rows, jnp.int32(length))
+        for a, b in zip(full["self_k"], prefix["self_k"]):
+            np.testing.assert_array_equal(np.asarray(a)[:, :, :length], np.asarray(b)[:, :, :length])
+
+
 def test_greedy_generation_with_the_decoding_module():
     from chatcell_jax.decoding import GenerationConfig, generate
 

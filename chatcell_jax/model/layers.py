@@ -79,6 +79,25 @@ def attention(x: jax.Array, q_w: jax.Array, o_w: jax.Array, keys: jax.Array, val
     return jnp.einsum("bqhk,hkd->bqd", out, o_w.astype(dtype))
 
 
+def cached_attention(x: jax.Array, q_w: jax.Array, o_w: jax.Array, keys: jax.Array, values: jax.Array,
+                     bias: jax.Array | None, mask: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """One query position per row, x [N, D], over a cache laid out [B, H, Tk, dk] (the layout both
+    dots read without a transpose). N may be a multiple G of B: rows b * G .. b * G + G - 1 then
+    share entry b (the beams of one input share its encoder keys/values). Same numerics as
+    `attention`: scores, softmax in float32, no 1/sqrt(d_kv) scaling.
+
+    bias: [1, H, 1, Tk] or None; mask: bool, broadcastable to [B, H, G, Tk].
+    """
+    b, h, _, dk = keys.shape
+    q = jnp.einsum("nd,dhk->nhk", x, q_w.astype(dtype)).reshape(b, -1, h, dk)  # [B, G, H, dk]
+    scores = jnp.einsum("bghk,bhsk->bhgs", q, keys, preferred_element_type=jnp.float32)
+    if bias is not None:
+        scores = scores + bias
+    probs = jax.nn.softmax(jnp.where(mask, scores, MASKED_SCORE), axis=-1)
+    out = jnp.einsum("bhgs,bhsk->bghk", probs.astype(dtype), values).reshape(x.shape[0], h, dk)
+    return jnp.einsum("nhk,hkd->nd", out, o_w.astype(dtype))
+
+
 def project_kv(x: jax.Array, k_w: jax.Array, v_w: jax.Array, dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
     """Keys and values [B, T, H, dk] for attention over `x` [B, T, D]."""
     return (jnp.einsum("btd,dhk->bthk", x, k_w.astype(dtype)),
