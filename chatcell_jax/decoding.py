@@ -6,9 +6,8 @@ The searches are written against a step function, not a model:
 
 where N is batch x beams, `tokens` is the last token of every sequence, `step` the 0-based position
 of that token in the decoder input, and `cache` any pytree (the model's key/value cache). The beam
-search reorders the cache with `reorder_cache(cache, indices [N], length)` (default: take along
-axis 0 of every leaf), where `length` is the number of positions written so far (a model may move
-only those), so a model whose encoder keys/values are shared by the beams of one input keeps them
+search reorders the cache with `reorder_cache(cache, indices [N])` (default: take along axis 0 of
+every leaf), so a model whose encoder keys/values are shared by the beams of one input keeps them
 outside the reordered cache.
 
 Beam search follows Hugging Face `generate()` (transformers 5.x `_beam_search`) token for token:
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 
 NEG = -1.0e9
 StepFn = Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, Any]]
-ReorderFn = Callable[[Any, jax.Array, jax.Array], Any]
+ReorderFn = Callable[[Any, jax.Array], Any]
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class Generated(NamedTuple):
     scores: jax.Array
 
 
-def _take_rows(cache: Any, indices: jax.Array, length: jax.Array | None = None) -> Any:
+def _take_rows(cache: Any, indices: jax.Array) -> Any:
     return jax.tree.map(lambda leaf: jnp.take(leaf, indices, axis=0), cache)
 
 
@@ -300,11 +299,8 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
     cur_len = s["cur_len"]
     flat = s["running"].reshape(B * K, length)
     logits, cache = step_fn(flat[:, cur_len - 1], s["cache"], cur_len - 1)
-    logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    logprobs = _process(logprobs, flat, cur_len, cfg)
-    V = logprobs.shape[-1]
-    acc = (logprobs.reshape(B, K, V) + s["running_scores"][:, :, None]).reshape(B, K * V)
-    topk_lp, idx = _top_k_stable(acc, 2 * K)
+    V = logits.shape[-1]
+    topk_lp, idx = _beam_candidates(logits.astype(jnp.float32), flat, cur_len, s["running_scores"], cfg, 2 * K)
     beam_idx, token = idx // V, (idx % V).astype(jnp.int32)
     topk_seq = jnp.take_along_axis(s["running"], beam_idx[:, :, None], axis=1)
     topk_seq = topk_seq.at[:, :, cur_len].set(token)
@@ -315,7 +311,7 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
     run_scores, nxt = _top_k_stable(run_lp, K)
     running = jnp.take_along_axis(topk_seq, nxt[:, :, None], axis=1)
     source_rows = (jnp.take_along_axis(beam_idx, nxt, axis=1) + jnp.arange(B)[:, None] * K).reshape(-1)
-    cache = reorder_cache(cache, source_rows, cur_len)  # positions 0 .. cur_len - 1 are written
+    cache = reorder_cache(cache, source_rows)
 
     # Finished hypotheses: candidates in the top K that ended, scored with the length penalty.
     just_done = done & (jnp.arange(2 * K) < K)[None, :]
@@ -341,6 +337,37 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
     keep_going = jnp.any(improvable) & ~stop_all_finished & ~jnp.all(done)
     return dict(cur_len=new_len, running=running, running_scores=run_scores, seqs=seqs, beam_scores=beam_scores,
                 finished=finished, improvable=improvable, keep_going=keep_going, cache=cache)
+
+
+def _beam_candidates(logits: jax.Array, sequences: jax.Array, cur_len: jax.Array, running_scores: jax.Array,
+                     cfg: GenerationConfig, k: int) -> tuple[jax.Array, jax.Array]:
+    """The k best (beam, token) continuations of each input: the top k of
+    running score + processed log_softmax(logits) over the [B, K x V] candidates, ties towards the
+    lower index, with their flat indices.
+
+    Without writing those B x K x V sums: within one beam the sum is a monotone function of the
+    logit, so the chunk maxima of the logits give the chunk maxima of the sums (as in
+    `_top_k_chunked`), and only the candidates of the best chunks are scored. Each score is computed
+    with the same operations, in the same order, as the plain route."""
+    B, K = running_scores.shape
+    V = logits.shape[-1]
+    masked = _process(logits, sequences, cur_len, cfg)  # processors only ever set -inf
+    shift = jnp.max(logits, axis=-1, keepdims=True)  # as jax.nn.log_softmax: shift, then log-sum-exp
+    lse = jnp.log(jnp.sum(jnp.exp(logits - shift), axis=-1, keepdims=True))
+    chunk = _chunk_size(V, k)
+    if not chunk:
+        acc = (masked - shift) - lse + running_scores.reshape(-1, 1)
+        return _top_k_stable(acc.reshape(B, K * V), k)
+    per_beam = lambda a: a.reshape(B, K, 1)
+    score = lambda x, shift, lse, running: ((x - shift) - lse) + running
+    chunks = masked.reshape(B, K, V // chunk, chunk)
+    maxima = score(jnp.max(chunks, axis=-1), per_beam(shift), per_beam(lse), per_beam(running_scores))
+    best = jnp.sort(_top_k_barrier(maxima.reshape(B, -1), k)[1], axis=-1)  # [B, k] chunk ids, index order
+    beam = best // (V // chunk)
+    row = lambda a: jnp.take_along_axis(a.reshape(B, K), beam, axis=1)[:, :, None]
+    candidates = jnp.take_along_axis(chunks.reshape(B, -1, chunk), best[:, :, None], axis=1)
+    values, pos = _top_k_barrier(score(candidates, row(shift), row(lse), row(running_scores)).reshape(B, -1), k)
+    return values, jnp.take_along_axis(best, pos // chunk, axis=1) * chunk + pos % chunk
 
 
 def _top_k_stable(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:

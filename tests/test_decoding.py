@@ -150,6 +150,29 @@ def test_chunked_top_k_matches_lax_top_k_with_ties(m, k):
     np.testing.assert_array_equal(got[1], want[1])
 
 
+@pytest.mark.parametrize("vocab,processors", [(4096, False), (4096, True), (999, True)])
+def test_beam_candidates_match_log_softmax_plus_scores_then_top_k(vocab, processors):
+    """The chunked candidate search scores exactly the candidates the plain route ranks first
+    (ties included; 999 columns have no chunk width and take the plain route)."""
+    from chatcell_jax.decoding import _beam_candidates, _process, _top_k_barrier
+
+    B, K, k = 3, 4, 8
+    rng = np.random.default_rng(vocab + processors)
+    logits = jnp.asarray(np.round(rng.normal(size=(B * K, vocab)) * 4) / 4, jnp.float32)  # many ties
+    running = jnp.asarray(np.round(rng.normal(size=(B, K))), jnp.float32)
+    sequences = jnp.asarray(rng.integers(2, 6, size=(B * K, 12)), jnp.int32)  # repeats: banned bigrams
+    cfg = GenerationConfig(max_new_tokens=11, num_beams=K, min_new_tokens=5 * processors,
+                           no_repeat_ngram_size=2 * processors)
+    cur_len = jnp.int32(6)
+    plain = _process(jax.nn.log_softmax(logits, axis=-1), sequences, cur_len, cfg) + running.reshape(-1, 1)
+    want = _top_k_barrier(plain.reshape(B, -1), k)
+    got = jax.jit(_beam_candidates, static_argnums=(4, 5))(logits, sequences, cur_len, running, cfg, k)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    if processors:
+        assert np.isinf(np.asarray(plain)).any()  # the processors did ban something
+
+
 def test_gumbel_at_reproduces_jax_random_gumbel():
     from chatcell_jax.decoding import _gumbel_at
 

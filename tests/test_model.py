@@ -124,20 +124,37 @@ def test_decode_step_in_jit_while_loop_with_beams():
     np.testing.assert_allclose(out[1::2, :, :VOCAB], full[..., :VOCAB], atol=1e-5, rtol=0)
 
 
-def test_reorder_cache_of_the_written_prefix_equals_a_full_gather():
-    """Beam search moves only the positions written so far (in place, block by block)."""
-    cfg = config("v1.1")
-    ids, mask, _, _ = batch(b=2)
+@pytest.mark.parametrize("kind", ["v1.0", "v1.1"])
+def test_beam_reorders_follow_each_prefix_without_moving_the_cache(kind):
+    """Random beam reorders, parents repeated and dropped, every step: each row's logits equal the
+    teacher-forced forward of the prefix that row now holds (its path through the cache slots)."""
+    cfg = config(kind)
     params = T5(cfg, rngs=nnx.Rngs(3)).params()
-    cache = t5_fn.init_cache(cfg, params, 6, 40, t5_fn.encode(cfg, params, ids, mask), mask)
+    ids, mask, _, _ = batch(b=2)
+    beams, steps = 3, 9
     rng = np.random.default_rng(0)
-    cache["self_k"] = tuple(jnp.asarray(rng.normal(size=a.shape), a.dtype) for a in cache["self_k"])
-    rows = jnp.array([2, 0, 0, 5, 3, 3])
-    for length in (1, 16, 17, 40):
-        full = t5_fn.reorder_cache(cache, rows)
-        prefix = jax.jit(t5_fn.reorder_cache)(cache, rows, jnp.int32(length))
-        for a, b in zip(full["self_k"], prefix["self_k"]):
-            np.testing.assert_array_equal(np.asarray(a)[:, :, :length], np.asarray(b)[:, :, :length])
+    enc = jitted("encode", cfg)(params, ids, mask)
+    cache = jitted("init_cache", cfg)(params, 2 * beams, steps, enc, mask)
+    step, reorder = jitted("decode_step", cfg), jax.jit(t5_fn.reorder_cache)
+    prefixes = np.zeros((2 * beams, 1), np.int32)  # decoder start token
+    for i in range(steps):
+        logits, cache = step(params, jnp.asarray(prefixes[:, -1]), cache, jnp.int32(i))
+        full = _logits(T5Mock(cfg, params), (np.repeat(ids, beams, 0), np.repeat(mask, beams, 0), prefixes, None))
+        np.testing.assert_allclose(np.asarray(logits)[:, :VOCAB], full[:, -1, :VOCAB], atol=5e-5, rtol=0)
+        parents = rng.integers(0, beams, size=(2, beams)) + np.arange(2)[:, None] * beams  # within each input
+        cache = reorder(cache, jnp.asarray(parents.reshape(-1), jnp.int32))
+        prefixes = np.concatenate([prefixes[parents.reshape(-1)], rng.integers(2, VOCAB, (2 * beams, 1))], axis=1)
+        prefixes = prefixes.astype(np.int32)
+
+
+class T5Mock:
+    """What `helpers_model.logits` reads from a model: its config and parameters."""
+
+    def __init__(self, config, params):
+        self.config, self._params = config, params
+
+    def params(self):
+        return self._params
 
 
 def test_greedy_generation_with_the_decoding_module():
