@@ -99,16 +99,23 @@ def banned_ngram_mask(sequences: jax.Array, cur_len: jax.Array, n: int, vocab: i
 
 def _process(scores: jax.Array, sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig) -> jax.Array:
     """Processors that apply before any search decision: no-repeat n-grams, min_new_tokens."""
+    banned = _banned(sequences, cur_len, cfg, scores.shape[-1])
+    return scores if banned is None else jnp.where(banned, -jnp.inf, scores)
+
+
+def _banned(sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig, vocab: int) -> jax.Array | None:
+    """[N, V] True for the tokens the processors forbid now (None: no processor is on). They only
+    ever forbid, whatever the scores, so a search may apply this mask to any part of the scores."""
+    banned = None
     if cfg.no_repeat_ngram_size > 0:
-        banned = banned_ngram_mask(sequences, cur_len, cfg.no_repeat_ngram_size, scores.shape[-1])
-        scores = jnp.where(banned, -jnp.inf, scores)
+        banned = banned_ngram_mask(sequences, cur_len, cfg.no_repeat_ngram_size, vocab)
     if cfg.min_new_tokens > 0:
         too_short = cur_len - 1 < cfg.min_new_tokens  # tokens generated so far (after the start token)
-        # An elementwise select, not a scatter into the EOS column: it fuses with what follows
-        # instead of writing a fresh copy of the [N, V] scores.
-        is_eos = jnp.arange(scores.shape[-1]) == cfg.eos_id
-        scores = jnp.where(is_eos & too_short, -jnp.inf, scores)
-    return scores
+        # Built from an iota, not scattered into an array: XLA then fuses it into whatever reads it
+        # instead of writing an [N, V] mask (or a masked copy of the scores).
+        eos = (jnp.arange(vocab) == cfg.eos_id)[None, :] & too_short
+        banned = eos if banned is None else banned | eos
+    return banned
 
 
 def _warp(logits: jax.Array, cfg: GenerationConfig) -> jax.Array:
@@ -348,26 +355,46 @@ def _beam_candidates(logits: jax.Array, sequences: jax.Array, cur_len: jax.Array
     Without writing those B x K x V sums: within one beam the sum is a monotone function of the
     logit, so the chunk maxima of the logits give the chunk maxima of the sums (as in
     `_top_k_chunked`), and only the candidates of the best chunks are scored. Each score is computed
-    with the same operations, in the same order, as the plain route."""
+    with the same operations, in the same order, as jax.nn.log_softmax and the plain route."""
     B, K = running_scores.shape
     V = logits.shape[-1]
-    masked = _process(logits, sequences, cur_len, cfg)  # processors only ever set -inf
-    shift = jnp.max(logits, axis=-1, keepdims=True)  # as jax.nn.log_softmax: shift, then log-sum-exp
-    lse = jnp.log(jnp.sum(jnp.exp(logits - shift), axis=-1, keepdims=True))
+    banned = _banned(sequences, cur_len, cfg, V)
+    if banned is not None:
+        banned = jnp.broadcast_to(banned, logits.shape)
     chunk = _chunk_size(V, k)
     if not chunk:
-        acc = (masked - shift) - lse + running_scores.reshape(-1, 1)
-        return _top_k_stable(acc.reshape(B, K * V), k)
-    per_beam = lambda a: a.reshape(B, K, 1)
+        logprobs = jax.nn.log_softmax(logits, axis=-1)
+        logprobs = logprobs if banned is None else jnp.where(banned, -jnp.inf, logprobs)
+        return _top_k_stable((logprobs + running_scores.reshape(-1, 1)).reshape(B, K * V), k)
+    chunks = logits.reshape(B * K, V // chunk, chunk)
+    # The barrier keeps XLA from merging the two maxima back into a second pass over the logits.
+    maxima = jax.lax.optimization_barrier(jnp.max(chunks, axis=-1))
+    shift = jnp.max(maxima, axis=-1, keepdims=True)  # the row maximum, which log_softmax subtracts
+    lse = jnp.log(jnp.sum(jnp.exp(logits - shift), axis=-1, keepdims=True))
+    maxima = _without_banned(maxima, chunks, banned, cfg)
     score = lambda x, shift, lse, running: ((x - shift) - lse) + running
-    chunks = masked.reshape(B, K, V // chunk, chunk)
-    maxima = score(jnp.max(chunks, axis=-1), per_beam(shift), per_beam(lse), per_beam(running_scores))
+    per_beam = lambda a: a.reshape(B, K, 1)
+    maxima = score(maxima.reshape(B, K, -1), per_beam(shift), per_beam(lse), per_beam(running_scores))
     best = jnp.sort(_top_k_barrier(maxima.reshape(B, -1), k)[1], axis=-1)  # [B, k] chunk ids, index order
     beam = best // (V // chunk)
     row = lambda a: jnp.take_along_axis(a.reshape(B, K), beam, axis=1)[:, :, None]
-    candidates = jnp.take_along_axis(chunks.reshape(B, -1, chunk), best[:, :, None], axis=1)
+    pick = lambda a: jnp.take_along_axis(a.reshape(B, K * V // chunk, chunk), best[:, :, None], axis=1)
+    candidates = pick(chunks) if banned is None else jnp.where(pick(banned), -jnp.inf, pick(chunks))
     values, pos = _top_k_barrier(score(candidates, row(shift), row(lse), row(running_scores)).reshape(B, -1), k)
     return values, jnp.take_along_axis(best, pos // chunk, axis=1) * chunk + pos % chunk
+
+
+def _without_banned(maxima: jax.Array, chunks: jax.Array, banned: jax.Array | None, cfg: GenerationConfig) -> jax.Array:
+    """Chunk maxima [N, C] of the logits with the banned tokens left out. With min_new_tokens alone
+    only EOS is ever banned, so only its chunk is recomputed: masking every chunk wrote a masked
+    copy of the [N, V] logits each step (XLA's CPU reductions do not fuse the select)."""
+    if banned is None:
+        return maxima
+    banned = banned.reshape(chunks.shape)
+    if cfg.no_repeat_ngram_size > 0:
+        return jnp.max(jnp.where(banned, -jnp.inf, chunks), axis=-1)
+    c = cfg.eos_id // chunks.shape[-1]
+    return maxima.at[:, c].set(jnp.max(jnp.where(banned[:, c], -jnp.inf, chunks[:, c]), axis=-1))
 
 
 def _top_k_stable(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:

@@ -167,7 +167,8 @@ def _search(model_cfg: T5Config, cfg: GenerationConfig, params: dict, ids: jax.A
     beams = 1 if cfg.do_sample or cfg.num_beams <= 1 else cfg.num_beams
     batch = ids.shape[0]
     cache = t5.init_cache(model_cfg, params, batch * beams, cfg.max_new_tokens + 1, encoder_hidden, mask)
-    step = lambda tokens, cache, i: t5.decode_step(model_cfg, params, tokens, cache, i)
+    step_params = t5.split_decoder_layers(params)
+    step = lambda tokens, cache, i: t5.decode_step(model_cfg, step_params, tokens, cache, i)
     return decoding.generate(step, cache, batch, cfg, keys, reorder_cache=t5.reorder_cache,
                              length_penalty=length_penalty)
 

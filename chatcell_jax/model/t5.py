@@ -194,11 +194,14 @@ def init_cache(cfg: T5Config, params: Params, batch_size: int, max_decode_length
     """Decoding state for N = `batch_size` rows, a multiple K of the encoder batch B: row b * K + k
     is beam slot k of input b (the layout of `chatcell_jax.decoding`; K = 1 without beams).
 
-    self_k, self_v   tuple of L arrays [B, H, K, T, dk]  zeros; slot k's row gets one position per
-                     decode_step (T = max_decode_length)
+    self_k           tuple of L arrays [B, H, K, dk, T] when K == 1, else [B, H, K, T, dk]
+    self_v           tuple of L arrays [B, H, K, T, dk]
+                     zeros; slot k's row gets one position per decode_step (T = max_decode_length)
     beam_path        [B, K, T] int32  slot whose row holds position t of the prefix in slot k
-    cross_k, cross_v tuple of L arrays [B, H, 1, S, dk]  encoder keys/values, computed here once
-                     and shared by the beams of an input
+    cross_k          tuple of L arrays [B, H, 1, dk, S]  encoder keys/values, computed here once
+    cross_v          tuple of L arrays [B, H, 1, S, dk]  and shared by the beams of an input
+    (keys read as stored are time-last, keys gathered along beam paths time-first: the layouts
+    the attention dots and the gather run fastest with; see layers.cached_attention)
     encoder_mask     [B, 1, 1, S] bool
     """
     dtype = jnp.dtype(cfg.dtype)
@@ -208,12 +211,13 @@ def init_cache(cfg: T5Config, params: Params, batch_size: int, max_decode_length
     beams = batch_size // b
     layers = params["decoder"]["layers"]
     enc = encoder_hidden.astype(dtype)
-    cross = lambda w: tuple(jnp.einsum("bsd,dhk->bhsk", enc, w[i].astype(dtype))[:, :, None]
-                            for i in range(w.shape[0]))
-    shape = (b, cfg.num_heads, beams, max_decode_length, cfg.d_kv)
-    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_decoder_layers))
-    return {"self_k": zeros, "self_v": zeros, "beam_path": jnp.zeros((b, beams, max_decode_length), jnp.int32),
-            "cross_k": cross(layers["cross_k"]), "cross_v": cross(layers["cross_v"]),
+    cross = lambda w, spec: tuple(jnp.einsum(spec, enc, w[i].astype(dtype))[:, :, None] for i in range(w.shape[0]))
+    zeros = lambda *shape: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_decoder_layers))
+    h, t, dk = cfg.num_heads, max_decode_length, cfg.d_kv
+    keys_shape = (b, h, beams, dk, t) if beams == 1 else (b, h, beams, t, dk)
+    return {"self_k": zeros(*keys_shape), "self_v": zeros(b, h, beams, t, dk),
+            "beam_path": jnp.zeros((b, beams, t), jnp.int32),
+            "cross_k": cross(layers["cross_k"], "bsd,dhk->bhks"), "cross_v": cross(layers["cross_v"], "bsd,dhk->bhsk"),
             "encoder_mask": attention_mask.astype(bool)[:, None, None, :]}
 
 
@@ -244,21 +248,35 @@ def decode_step(cfg: T5Config, params: Params, token_ids: jax.Array, cache: Cach
     x = _embed(cfg, params, token_ids)  # [N, D]
     self_k, self_v = list(cache["self_k"]), list(cache["self_v"])
     # Layers unrolled: each reads and updates its own cache arrays in place.
+    layers = stack["layers"]
     for i in range(cfg.num_decoder_layers):
-        p = jax.tree.map(lambda a: a[i], stack["layers"])
+        p = layers[i] if isinstance(layers, (tuple, list)) else jax.tree.map(lambda a: a[i], layers)
         h = rms_norm(x, p["self_norm"], eps, dtype)
-        self_k[i] = _write_position(self_k[i], _project(h, p["k"], dtype), step)
-        self_v[i] = _write_position(self_v[i], _project(h, p["v"], dtype), step)
+        self_k[i] = _write_position(self_k[i], _project(h, p["k"], dtype), step, 4 if beams == 1 else 3)
+        self_v[i] = _write_position(self_v[i], _project(h, p["v"], dtype), step, 3)
         keys, values = _along_path(self_k[i], path), _along_path(self_v[i], path)
-        x = x + cached_attention(h, p["q"], p["o"], keys, values, bias, self_mask, dtype)
+        x = x + cached_attention(h, p["q"], p["o"], keys, values, bias, self_mask, dtype, keys_time_last=beams == 1)
         h = rms_norm(x, p["cross_norm"], eps, dtype)
         x = x + cached_attention(h, p["cross_q"], p["cross_o"], cache["cross_k"][i], cache["cross_v"][i], None,
-                                 cache["encoder_mask"], dtype)
+                                 cache["encoder_mask"], dtype, keys_time_last=True)
         h = rms_norm(x, p["mlp_norm"], eps, dtype)
         x = x + feed_forward(h, p, cfg.activation, dtype, 0.0, None)
     hidden = rms_norm(x, stack["final_norm"], eps, dtype)
     new_cache = dict(cache, self_k=tuple(self_k), self_v=tuple(self_v), beam_path=path)
     return lm_logits(cfg, params, hidden), new_cache
+
+
+def split_decoder_layers(params: Params) -> Params:
+    """`params` with the decoder's stacked [L, ...] weights split into a tuple of L per-layer dicts,
+    which `decode_step` also accepts. Call it once, outside the decoding loop: slicing the stacked
+    weights inside the loop copied every layer's weights on every step (XLA does not hoist the
+    slices; measured: ~40 % of a t5-small greedy search on CPU)."""
+    layers = params["decoder"]["layers"]
+    if isinstance(layers, (tuple, list)):
+        return params
+    n = jax.tree.leaves(layers)[0].shape[0]
+    split = tuple(jax.tree.map(lambda a: a[i], layers) for i in range(n))
+    return {**params, "decoder": {**params["decoder"], "layers": split}}
 
 
 def _project(h: jax.Array, w: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -274,12 +292,12 @@ def _along_path(cache: jax.Array, path: jax.Array) -> jax.Array:
                  jnp.arange(t)]
 
 
-def _write_position(cache: jax.Array, new: jax.Array, step: jax.Array) -> jax.Array:
+def _write_position(cache: jax.Array, new: jax.Array, step: jax.Array, time_axis: int) -> jax.Array:
     """Row n = b * K + k of `new` [N, H, dk] into slot k of input b at position `step` of a
-    [B, H, K, T, dk] cache."""
-    b, h, k, _, dk = cache.shape
-    update = jnp.transpose(new.reshape(b, k, h, dk), (0, 2, 1, 3))[:, :, :, None, :]
-    return jax.lax.dynamic_update_slice_in_dim(cache, update.astype(cache.dtype), step, axis=3)
+    [B, H, K, ...] cache with time on `time_axis` (3 or 4)."""
+    b, h, k = cache.shape[:3]
+    update = jnp.expand_dims(jnp.transpose(new.reshape(b, k, h, -1), (0, 2, 1, 3)), time_axis)
+    return jax.lax.dynamic_update_slice_in_dim(cache, update.astype(cache.dtype), step, axis=time_axis)
 
 
 _jit_init = jax.jit(init_params, static_argnums=0)
