@@ -93,6 +93,12 @@ def test_decode_step_reproduces_teacher_forcing(model):
         logits, cache = step(params, jnp.asarray(dec[:, i]), cache, jnp.int32(i))
         steps.append(np.asarray(logits))
     np.testing.assert_allclose(np.stack(steps, 1)[..., :VOCAB], full[..., :VOCAB], atol=1e-5, rtol=0)
+    # The per-layer split that generation passes in gives the same step.
+    split = t5_fn.split_decoder_layers(params)
+    assert isinstance(split["decoder"]["layers"], tuple) and len(split["decoder"]["layers"]) == cfg.num_decoder_layers
+    first = jitted("init_cache", cfg)(params, ids.shape[0], dec.shape[1], enc, mask)
+    np.testing.assert_array_equal(step(split, jnp.asarray(dec[:, 0]), first, jnp.int32(0))[0],
+                                  step(params, jnp.asarray(dec[:, 0]), first, jnp.int32(0))[0])
 
 
 def test_decode_step_in_jit_while_loop_with_beams():

@@ -10,7 +10,8 @@ its methods, or call `decode_step(config, params, ...)` on `model.params()` dire
     def greedy(params, input_ids, mask):
         enc = encode(cfg, params, input_ids, mask)
         cache = init_cache(cfg, params, batch, max_len, enc, mask)
-        step_fn = lambda tok, cache, i: decode_step(cfg, params, tok, cache, i)
+        layers = split_decoder_layers(params)        # once, outside the loop (see its docstring)
+        step_fn = lambda tok, cache, i: decode_step(cfg, layers, tok, cache, i)
         ...                                           # chatcell_jax.decoding.generate(step_fn, cache, ...)
 
 Layers are stacked ([L, ...] per weight) and run with `lax.scan` (or an unrolled loop with
@@ -233,7 +234,8 @@ def decode_step(cfg: T5Config, params: Params, token_ids: jax.Array, cache: Cach
                 step_index: jax.Array | int) -> tuple[jax.Array, Cache]:
     """One decoder position for every row: token_ids [N] sit at position `step_index` (a traced
     scalar is fine). Returns logits [N, padded_vocab] float32 and the cache with that position's
-    keys/values written. Shapes never change, so it runs inside `lax.while_loop`."""
+    keys/values written. Shapes never change, so it runs inside `lax.while_loop`. `params` may have
+    its decoder layers stacked or split (`split_decoder_layers`, faster inside a loop)."""
     dtype, eps = jnp.dtype(cfg.dtype), cfg.layer_norm_epsilon
     stack = params["decoder"]
     step = jnp.asarray(step_index, jnp.int32)
