@@ -40,12 +40,40 @@ def find_manifest(model_dir: Path, explicit: str | Path | None = None) -> dict |
     return None
 
 
+def data_parallel_mesh(devices: int | str) -> jax.sharding.Mesh | None:
+    """A (n, 1, 1) mesh over the first n local devices ("all": every one), or None for one device.
+
+    Generation only splits the batch: every device holds the whole model and decodes its rows."""
+    from chatcell_jax.sharding import make_mesh
+
+    available = jax.local_devices()
+    try:
+        n = len(available) if devices == "all" else int(devices)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= len(available):
+        raise InputError(f"--devices {devices!r}: give a number from 1 to {len(available)} (this machine's "
+                         f"{available[0].platform} devices) or 'all'")
+    return None if n == 1 else make_mesh((n, 1, 1), available[:n])
+
+
 def load_generator(model_ref: str | Path, *, manifest: str | Path | None = None, batch_size: int = 16,
-                   max_source_length: int = 512, mesh: jax.sharding.Mesh | None = None) -> tuple[Generator, dict | None]:
+                   max_source_length: int = 512, mesh: jax.sharding.Mesh | None = None,
+                   devices: int | str = 1) -> tuple[Generator, dict | None]:
+    """The model's Generator and its manifest. `devices` > 1 (or "all") splits every batch over that
+    many local devices (ignored when `mesh` is given); the batch size is then rounded up to a
+    multiple of the device count, so that each device gets the same number of rows."""
     from transformers import AutoTokenizer
 
     from chatcell_jax.hf import load_model
 
+    mesh = mesh if mesh is not None else data_parallel_mesh(devices)
+    if mesh is not None:
+        shards = mesh.shape["data"] * mesh.shape["fsdp"]
+        if batch_size % shards:
+            rounded = shards * -(-batch_size // shards)
+            log.info("batch size %d -> %d: a multiple of the %d devices", batch_size, rounded, shards)
+            batch_size = rounded
     model_dir = resolve_model_dir(model_ref)
     config, model, tokenizer_dir = load_model(model_dir, mesh=mesh)
     if tokenizer_dir is None:

@@ -33,11 +33,31 @@ def test_generate_is_independent_of_batch_size(trained_run, prompts_file, tmp_pa
     for batch in (1, 4):
         out = tmp_path / f"out{batch}.jsonl"
         assert run_cli("generate", run, "--input", prompts_file, "--out", out, "--mode", mode, "--batch-size", batch,
-                       "--max-new-tokens", 12, "--no-progress") == 0
+                       "--max-new-tokens", 12, "--no-progress", "--devices", 1) == 0
         outputs.append([json.loads(line) for line in out.read_text().splitlines()])
     assert [r["output"] for r in outputs[0]] == [r["output"] for r in outputs[1]]
     assert [r["id"] for r in outputs[0]] == list(range(5))  # input fields kept, order kept
     assert all(isinstance(r["score"], float) for r in outputs[0])
+
+
+@pytest.mark.parametrize("mode", ["beam", "sample"])
+def test_generate_over_all_devices_equals_one_device(trained_run, prompts_file, tmp_path, mode):
+    """--devices all (8 fake CPU devices here) splits each batch; batch 3 is rounded up to 8."""
+    run, _ = trained_run
+    outputs = []
+    for devices in ("1", "all"):
+        out = tmp_path / f"out-{devices}.jsonl"
+        assert run_cli("generate", run, "--input", prompts_file, "--out", out, "--mode", mode, "--batch-size", 3,
+                       "--max-new-tokens", 12, "--no-progress", "--devices", devices, "--early-stopping", "true") == 0
+        outputs.append([(r["output"], round(r["score"], 4)) for r in map(json.loads, out.read_text().splitlines())])
+    assert outputs[0] == outputs[1]
+
+
+def test_bad_device_count_is_a_named_error(trained_run, prompts_file, tmp_path, capsys):
+    run, _ = trained_run
+    assert run_cli("generate", run, "--input", prompts_file, "--out", tmp_path / "o.jsonl", "--devices", 99) == 2
+    assert "--devices '99': give a number from 1 to 8" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_overlong_prompt_is_an_error_or_counted_truncation(trained_run, tmp_path, capsys):

@@ -9,7 +9,11 @@ from pathlib import Path
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="model directory, training run directory, or HF T5 directory")
     p.add_argument("--manifest", type=Path, help="training data manifest.json (default: found next to the model)")
-    p.add_argument("--batch-size", type=int, default=16, help="prompts per compiled batch")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="prompts per compiled batch (rounded up to a multiple of --devices)")
+    p.add_argument("--devices", default="all",
+                   help="local devices to split each batch over: a number or 'all' (default; one CPU device "
+                        "unless XLA is told otherwise)")
     p.add_argument("--max-source-length", type=int, default=512, help="encoder limit in tokens")
     p.add_argument("--truncate", action="store_true", help="cut overlong prompts (counted) instead of failing")
     p.add_argument("--no-progress", action="store_true")
@@ -21,6 +25,8 @@ def add_decoding_arguments(p: argparse.ArgumentParser, default_mode: str = "beam
     g.add_argument("--num-beams", type=int, default=4)
     g.add_argument("--num-return-sequences", type=int, default=1)
     g.add_argument("--length-penalty", type=float, default=1.0)
+    g.add_argument("--early-stopping", choices=["false", "true", "never"], default="false",
+                   help="beam search stopping rule, as in Hugging Face generate()")
     g.add_argument("--max-new-tokens", type=int, help="default: the training top-N + 16")
     g.add_argument("--min-new-tokens", type=int, default=0)
     g.add_argument("--temperature", type=float, default=1.0)
@@ -81,7 +87,9 @@ def decoding_config(args: argparse.Namespace, top_k: int):
         return GenerationConfig(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                 no_repeat_ngram_size=ngram, **common)
     beams = args.num_beams if args.mode == "beam" else 1
+    early_stopping = {"false": False, "true": True, "never": "never"}[args.early_stopping]
     return GenerationConfig(num_beams=beams, num_return_sequences=args.num_return_sequences,
+                            early_stopping=early_stopping,
                             no_repeat_ngram_size=args.no_repeat_ngram_size or 0, **common)
 
 
@@ -89,7 +97,7 @@ def _load(args):
     from chatcell_jax.inference import load_generator
 
     return load_generator(args.model, manifest=args.manifest, batch_size=args.batch_size,
-                          max_source_length=args.max_source_length)
+                          max_source_length=args.max_source_length, devices=args.devices)
 
 
 def _top_k(manifest: dict | None) -> int:
