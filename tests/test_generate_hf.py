@@ -191,3 +191,23 @@ def test_the_models_exercise_the_rules(models):
                        tokens(never, num_beams=2, length_penalty=lp, early_stopping="never")) for lp in (1.0, 2.0))
     for k in (1, 3):
         assert differs(tokens(inputs(seed=4), num_beams=k), tokens(inputs(seed=4), num_beams=k, min_new_tokens=6))
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_long_searches_match_transformers(models, num_beams):
+    """40 new tokens (at least 30): self-attention then reads the cache in several spans
+    (t5.attention_spans), switching span as the prefix grows."""
+    from chatcell_jax.model.t5 import attention_spans
+
+    assert len(attention_spans(41)) > 1
+    hf_model, config, params = models
+    ids = inputs(seed=6)
+    with torch.no_grad():
+        hf = hf_model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(ids != 0), do_sample=False,
+                               num_beams=num_beams, max_new_tokens=40, min_new_tokens=30,
+                               return_dict_in_generate=True, output_scores=True)
+    seqs, scores = ours(config, params, ids, GenerationConfig(max_new_tokens=40, min_new_tokens=30,
+                                                              num_beams=num_beams))
+    assert same_tokens(seqs, hf.sequences.numpy())
+    if num_beams > 1:
+        np.testing.assert_allclose(scores, hf.sequences_scores.numpy(), atol=1e-4)

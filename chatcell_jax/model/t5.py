@@ -256,8 +256,7 @@ def decode_step(cfg: T5Config, params: Params, token_ids: jax.Array, cache: Cach
         h = rms_norm(x, p["self_norm"], eps, dtype)
         self_k[i] = _write_position(self_k[i], _project(h, p["k"], dtype), step, 4 if beams == 1 else 3)
         self_v[i] = _write_position(self_v[i], _project(h, p["v"], dtype), step, 3)
-        keys, values = _along_path(self_k[i], path), _along_path(self_v[i], path)
-        x = x + cached_attention(h, p["q"], p["o"], keys, values, bias, self_mask, dtype, keys_time_last=beams == 1)
+        x = x + _self_attention(h, p, self_k[i], self_v[i], path, bias, self_mask, step, dtype)
         h = rms_norm(x, p["cross_norm"], eps, dtype)
         x = x + cached_attention(h, p["cross_q"], p["cross_o"], cache["cross_k"][i], cache["cross_v"][i], None,
                                  cache["encoder_mask"], dtype, keys_time_last=True)
@@ -283,6 +282,40 @@ def split_decoder_layers(params: Params) -> Params:
 
 def _project(h: jax.Array, w: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return jnp.einsum("nd,dhk->nhk", h, w.astype(dtype))
+
+
+def _self_attention(h: jax.Array, p: Params, keys: jax.Array, values: jax.Array, path: jax.Array, bias: jax.Array,
+                    mask: jax.Array, step: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """Attention of each row's new position over its cached prefix, reading only the first `span`
+    positions of the cache: the shortest span of `attention_spans(T)` that covers `step`.
+
+    Positions after `step` are masked anyway; skipping them does not change the answer, and
+    halves on average the keys/values gathered along beam paths and the attention dots (one
+    `lax.switch` branch per span, and only the taken branch runs)."""
+    time_last = keys.shape[2] == 1
+    spans = attention_spans(values.shape[3])
+
+    def over(span: int):
+        def attend(h, keys, values, path, bias, mask):
+            k = keys[..., :span] if time_last else keys[..., :span, :]
+            k, v = _along_path(k, path[..., :span]), _along_path(values[..., :span, :], path[..., :span])
+            return cached_attention(h, p["q"], p["o"], k, v, bias[..., :span], mask[..., :span], dtype,
+                                    keys_time_last=time_last)
+        return attend
+
+    operands = (h, keys, values, path, bias, mask)
+    if len(spans) == 1:
+        return over(spans[0])(*operands)
+    branch = jnp.sum(jnp.asarray(spans) <= step)  # the first span longer than step
+    return jax.lax.switch(branch, [over(span) for span in spans], *operands)
+
+
+def attention_spans(length: int) -> tuple[int, ...]:
+    """Cache prefixes self-attention reads: about a quarter, a half, three quarters and all of
+    `length`, multiples of 8; a short cache is read whole."""
+    if length < 32:
+        return (length,)
+    return tuple(sorted({min(length, 8 * -(-length * q // 256)) for q in (8, 16, 24)} | {length}))
 
 
 def _along_path(cache: jax.Array, path: jax.Array) -> jax.Array:
