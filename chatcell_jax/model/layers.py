@@ -102,7 +102,8 @@ def cached_attention(x: jax.Array, q_w: jax.Array, o_w: jax.Array, keys: jax.Arr
         keys, values = keys[:, :, 0], values[:, :, 0]
     member = "" if shared else "g"
     key_spec = "kt" if keys_time_last else "tk"
-    scores = jnp.einsum(f"bghk,bh{member}{key_spec}->bhgt", q, keys, preferred_element_type=jnp.float32)
+    q = jnp.swapaxes(q, 1, 2)  # [B, H, G, dk]: batch dimensions in the keys' order
+    scores = jnp.einsum(f"bhgk,bh{member}{key_spec}->bhgt", q, keys, preferred_element_type=jnp.float32)
     if bias is not None:
         scores = scores + bias
     probs = jax.nn.softmax(jnp.where(mask, scores, MASKED_SCORE), axis=-1)
