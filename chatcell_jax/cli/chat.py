@@ -10,7 +10,7 @@ from chatcell_jax.cli.score import add_model_arguments
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("chat", help="ask questions in plain language (one-shot or interactive)")
-    add_model_arguments(p)
+    add_model_arguments(p, devices="1")
     p.add_argument("question", nargs="?", help="one question; without it, read questions from the prompt/stdin")
     p.add_argument("--mode", choices=["beam", "greedy", "sample"], default="sample",
                    help="decoding for generation questions (default: ChatCell's sampling settings)")
@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_chat)
 
     p = subparsers.add_parser("web", help="serve a local chat page and JSON API")
-    add_model_arguments(p)
+    add_model_arguments(p, devices="1")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--data", type=Path, help="prepared data directory, for example sentences")

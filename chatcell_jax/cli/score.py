@@ -6,14 +6,16 @@ import json
 from pathlib import Path
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
+def add_model_arguments(p: argparse.ArgumentParser, devices: str = "all") -> None:
+    """Model, batching and device options. Batch commands split batches over every local device by
+    default; interactive ones (`chat`, `web`) pass devices="1": a question or two per batch gains
+    nothing from more devices and would compile for each."""
     p.add_argument("model", type=Path, help="model directory, training run directory, or HF T5 directory")
     p.add_argument("--manifest", type=Path, help="training data manifest.json (default: found next to the model)")
     p.add_argument("--batch-size", type=int, default=16,
                    help="prompts per compiled batch (rounded up to a multiple of --devices)")
-    p.add_argument("--devices", default="all",
-                   help="local devices to split each batch over: a number or 'all' (default; one CPU device "
-                        "unless XLA is told otherwise)")
+    p.add_argument("--devices", default=devices,
+                   help=f"local devices to split each batch over: a number or 'all' (default: {devices})")
     p.add_argument("--max-source-length", type=int, default=512, help="encoder limit in tokens")
     p.add_argument("--truncate", action="store_true", help="cut overlong prompts (counted) instead of failing")
     p.add_argument("--no-progress", action="store_true")
