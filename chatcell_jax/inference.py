@@ -59,10 +59,11 @@ def data_parallel_mesh(devices: int | str) -> jax.sharding.Mesh | None:
 
 def load_generator(model_ref: str | Path, *, manifest: str | Path | None = None, batch_size: int = 16,
                    max_source_length: int = 512, mesh: jax.sharding.Mesh | None = None,
-                   devices: int | str = 1) -> tuple[Generator, dict | None]:
+                   devices: int | str = 1, dtype: str | None = None) -> tuple[Generator, dict | None]:
     """The model's Generator and its manifest. `devices` > 1 (or "all") splits every batch over that
     many local devices (ignored when `mesh` is given); the batch size is then rounded up to a
-    multiple of the device count, so that each device gets the same number of rows."""
+    multiple of the device count, so that each device gets the same number of rows. `dtype`
+    ("float32" or "bfloat16") overrides the model's compute dtype; None keeps the saved one."""
     from transformers import AutoTokenizer
 
     from chatcell_jax.hf import load_model
@@ -75,7 +76,7 @@ def load_generator(model_ref: str | Path, *, manifest: str | Path | None = None,
             log.info("batch size %d -> %d: a multiple of the %d devices", batch_size, rounded, shards)
             batch_size = rounded
     model_dir = resolve_model_dir(model_ref)
-    config, model, tokenizer_dir = load_model(model_dir, mesh=mesh)
+    config, model, tokenizer_dir = load_model(model_dir, mesh=mesh, **({"dtype": dtype} if dtype else {}))
     if tokenizer_dir is None:
         raise InputError(f"{model_dir} has no tokenizer files; save the model with its tokenizer directory")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))

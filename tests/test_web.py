@@ -24,7 +24,8 @@ def engine(trained_run):
     from chatcell_jax.cli.chat import load_engine
 
     run, data = trained_run
-    args = argparse.Namespace(model=run, manifest=None, batch_size=8, max_source_length=512, devices=1, command="web")
+    args = argparse.Namespace(model=run, manifest=None, batch_size=8, max_source_length=512, devices=1, dtype=None,
+                              command="web")
     return load_engine(args, data)
 
 

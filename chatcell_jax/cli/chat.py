@@ -31,7 +31,8 @@ def load_engine(args: argparse.Namespace, data_dir: Path | None = None):
     from chatcell_jax.inference import load_generator, require_manifest
 
     generator, manifest = load_generator(args.model, manifest=args.manifest, batch_size=min(args.batch_size, 8),
-                                         max_source_length=args.max_source_length, devices=args.devices)
+                                         max_source_length=args.max_source_length, devices=args.devices,
+                                         dtype=args.dtype)
     manifest = require_manifest(manifest, f"chatcell {args.command}")
     return ChatEngine(generator, manifest, example_sentences(manifest, data_dir))
 

@@ -17,6 +17,9 @@ def add_model_arguments(p: argparse.ArgumentParser, devices: str = "all") -> Non
     p.add_argument("--devices", default=devices,
                    help=f"local devices to split each batch over: a number or 'all' (default: {devices})")
     p.add_argument("--max-source-length", type=int, default=512, help="encoder limit in tokens")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"],
+                   help="compute dtype (default: the model's own; bfloat16 is faster on GPU/TPU, while "
+                        "parameters, logits and scores stay float32)")
     p.add_argument("--truncate", action="store_true", help="cut overlong prompts (counted) instead of failing")
     p.add_argument("--no-progress", action="store_true")
 
@@ -99,7 +102,7 @@ def _load(args):
     from chatcell_jax.inference import load_generator
 
     return load_generator(args.model, manifest=args.manifest, batch_size=args.batch_size,
-                          max_source_length=args.max_source_length, devices=args.devices)
+                          max_source_length=args.max_source_length, devices=args.devices, dtype=args.dtype)
 
 
 def _top_k(manifest: dict | None) -> int:
