@@ -70,7 +70,9 @@ def load_generator(model_ref: str | Path, *, manifest: str | Path | None = None,
 
     mesh = mesh if mesh is not None else data_parallel_mesh(devices)
     if mesh is not None:
-        shards = mesh.shape["data"] * mesh.shape["fsdp"]
+        from chatcell_jax.sharding import batch_shards
+
+        shards = batch_shards(mesh)
         if batch_size % shards:
             rounded = shards * -(-batch_size // shards)
             log.info("batch size %d -> %d: a multiple of the %d devices", batch_size, rounded, shards)

@@ -84,6 +84,11 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, logical_to_spec(("batch",)))
 
 
+def batch_shards(mesh: jax.sharding.Mesh) -> int:
+    """How many pieces `batch_sharding` splits the rows of a batch into (data x fsdp)."""
+    return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
 def fit_config(config: T5Config, mesh: jax.sharding.Mesh) -> T5Config:
     """The config with vocabulary padding that also divides the model axis."""
     model_axis = mesh.shape["model"]

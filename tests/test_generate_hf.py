@@ -65,15 +65,21 @@ def inputs(batch: int = 6, length: int = 9, seed: int = 0) -> np.ndarray:
 _COMPILED = {}
 
 
-def ours(config, params, ids, cfg):
-    """One compiled search per (model, settings but the length penalty), as the Generator does."""
+def search(config, params, ids, cfg):
+    """All returned hypotheses; one compiled search per (model, settings but the length penalty),
+    as the Generator does."""
     ids = jnp.asarray(ids, jnp.int32)
     static = dataclasses.replace(cfg, length_penalty=1.0)
     key = (id(params), static)
     if key not in _COMPILED:
         _COMPILED[key] = jax.jit(lambda p, i, m, lp: _search(config, static, p, i, m,
                                                             row_keys(0, jnp.arange(i.shape[0])), lp))
-    out = _COMPILED[key](params, ids, ids != 0, jnp.float32(cfg.length_penalty))
+    return _COMPILED[key](params, ids, ids != 0, jnp.float32(cfg.length_penalty))
+
+
+def ours(config, params, ids, cfg):
+    """The best hypothesis of each input: sequences [B, L] and scores [B]."""
+    out = search(config, params, ids, cfg)
     return np.asarray(out.sequences[:, 0]), np.asarray(out.scores[:, 0])
 
 
@@ -126,10 +132,11 @@ def test_no_repeat_ngram_greedy_matches_transformers(models):
     assert same_tokens(seqs, hf.numpy())
 
 
-def hf_beams(hf_model, ids, **kwargs):
+def hf_beams(hf_model, ids, max_new_tokens=MAX_NEW, **kwargs):
     with torch.no_grad():
         return hf_model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(ids != 0), do_sample=False,
-                                 max_new_tokens=MAX_NEW, return_dict_in_generate=True, output_scores=True, **kwargs)
+                                 max_new_tokens=max_new_tokens, return_dict_in_generate=True, output_scores=True,
+                                 **kwargs)
 
 
 # Rows are independent, so prompts from two draws can share a batch: these hold prompts where
@@ -153,11 +160,7 @@ def test_num_return_sequences_match_transformers(models):
     hf_model, config, params = models
     ids = inputs(seed=4)
     hf = hf_beams(hf_model, ids, num_beams=4, num_return_sequences=3)
-    cfg = GenerationConfig(max_new_tokens=MAX_NEW, num_beams=4, num_return_sequences=3)
-    static = dataclasses.replace(cfg, length_penalty=1.0)
-    x = jnp.asarray(ids, jnp.int32)
-    out = jax.jit(lambda p, i, m: _search(config, static, p, i, m, row_keys(0, jnp.arange(i.shape[0])),
-                                          jnp.float32(1.0)))(params, x, x != 0)
+    out = search(config, params, ids, GenerationConfig(max_new_tokens=MAX_NEW, num_beams=4, num_return_sequences=3))
     assert out.sequences.shape[:2] == (len(ids), 3)
     assert same_tokens(np.asarray(out.sequences).reshape(len(ids) * 3, -1), hf.sequences.numpy())
     np.testing.assert_allclose(np.asarray(out.scores).reshape(-1), hf.sequences_scores.numpy(), atol=1e-4)
@@ -202,10 +205,7 @@ def test_long_searches_match_transformers(models, num_beams):
     assert len(attention_spans(41)) > 1
     hf_model, config, params = models
     ids = inputs(seed=6)
-    with torch.no_grad():
-        hf = hf_model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(ids != 0), do_sample=False,
-                               num_beams=num_beams, max_new_tokens=40, min_new_tokens=30,
-                               return_dict_in_generate=True, output_scores=True)
+    hf = hf_beams(hf_model, ids, num_beams=num_beams, max_new_tokens=40, min_new_tokens=30)
     seqs, scores = ours(config, params, ids, GenerationConfig(max_new_tokens=40, min_new_tokens=30,
                                                               num_beams=num_beams))
     assert same_tokens(seqs, hf.sequences.numpy())

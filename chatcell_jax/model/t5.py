@@ -315,7 +315,7 @@ def attention_spans(length: int) -> tuple[int, ...]:
     `length`, multiples of 8; a short cache is read whole."""
     if length < 32:
         return (length,)
-    return tuple(sorted({min(length, 8 * -(-length * q // 256)) for q in (8, 16, 24)} | {length}))
+    return tuple(sorted({min(length, 8 * -(-length * quarters // 32)) for quarters in (1, 2, 3)} | {length}))
 
 
 def _along_path(cache: jax.Array, path: jax.Array) -> jax.Array:

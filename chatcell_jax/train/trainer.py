@@ -26,7 +26,7 @@ import numpy as np
 from chatcell_jax import data as data_lib
 from chatcell_jax.config import TrainConfig, read_saved_config, save_config
 from chatcell_jax.errors import InputError
-from chatcell_jax.sharding import batch_sharding, make_mesh, param_shardings
+from chatcell_jax.sharding import batch_shards, batch_sharding, make_mesh, param_shardings
 from chatcell_jax.train import distributed
 from chatcell_jax.train.checkpoint import Checkpoints
 from chatcell_jax.train.metrics import MetricsLog, peak_flops, plot_losses, train_flops
@@ -86,7 +86,7 @@ def _check_data_dir(path: str) -> None:
 
 
 def check_batch(config: TrainConfig, mesh: jax.sharding.Mesh) -> None:
-    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+    data_parallel = batch_shards(mesh)
     per_step = data_parallel * config.grad_accum_steps
     if config.batch_size % per_step:
         raise InputError(f"batch_size {config.batch_size} is not divisible by the data-parallel devices "
