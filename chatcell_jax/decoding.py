@@ -16,11 +16,21 @@ hypotheses are sum_logprobs / generated_length ** length_penalty, and the same e
 (early_stopping True / False / "never"). The numpy reference in shared/reference was the guide.
 Decoder sequences start with `start_id` at position 0; finished sequences are padded with EOS, as
 Hugging Face does when pad_token_id is 0.
+
+Constrained decoding (`distinct_tokens` > 0, see `exactly_distinct`): every search takes an
+`allowed` [V] bool mask, a traced argument (one compiled search serves every token set), and emits
+exactly `distinct_tokens` tokens of that set, none twice, then EOS. It is one more logits processor:
+the loop carries a [rows, V] `used` mask (tokens outside the set count as used from the start; beam
+search reorders it with the beams), EOS is banned until the n-th token and is then the only choice.
+As with the other processors, greedy and sampling scores are log-probabilities under the masked,
+renormalised distribution, and beam scores the model's log-probabilities of the tokens kept (Hugging
+Face's beam search masks log_softmax output). Without a constraint nothing of it is traced, so free
+decoding compiles to exactly the same computation as before.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -48,17 +58,35 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0
     eos_id: int = 1
     start_id: int = 0
+    # Ours: > 0 makes a constrained search (build it with `exactly_distinct`): exactly this many
+    # tokens of the search's `allowed` mask, none twice, then EOS.
+    distinct_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
             raise ValueError("num_return_sequences cannot exceed num_beams")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
+        if self.distinct_tokens and (self.max_new_tokens != self.distinct_tokens + 1
+                                     or self.min_new_tokens > self.distinct_tokens):
+            raise ValueError("a constrained search needs max_new_tokens = distinct_tokens + 1 and min_new_tokens "
+                             "at most distinct_tokens; build it with exactly_distinct()")
 
 
 # ChatCell's published generation settings (its README): sampling, top-k 50, top-p 0.95, no
 # repeated bigrams.
 CHATCELL_SAMPLING = GenerationConfig(do_sample=True, top_k=50, top_p=0.95, no_repeat_ngram_size=2)
+
+
+def exactly_distinct(cfg: GenerationConfig, n: int) -> GenerationConfig:
+    """`cfg` as a constrained search: exactly `n` distinct tokens of the `allowed` mask, then EOS.
+
+    max_new_tokens becomes n + 1. min_new_tokens and no_repeat_ngram_size are dropped because the
+    constraint already implies them, so the answers are the same without their cost: EOS comes
+    exactly after n tokens, and with no token twice no n-gram can repeat (its first token would)."""
+    if n < 1:
+        raise ValueError("a constrained search needs at least one token")
+    return replace(cfg, max_new_tokens=n + 1, min_new_tokens=0, no_repeat_ngram_size=0, distinct_tokens=n)
 
 
 class Generated(NamedTuple):
@@ -97,15 +125,19 @@ def banned_ngram_mask(sequences: jax.Array, cur_len: jax.Array, n: int, vocab: i
     return banned.at[rows, followers].max(matches)
 
 
-def _process(scores: jax.Array, sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig) -> jax.Array:
-    """Processors that apply before any search decision: no-repeat n-grams, min_new_tokens."""
-    banned = _banned(sequences, cur_len, cfg, scores.shape[-1])
+def _process(scores: jax.Array, sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig,
+             used: jax.Array | None = None) -> jax.Array:
+    """Processors that apply before any search decision: no-repeat n-grams, min_new_tokens, the
+    distinct-token constraint."""
+    banned = _banned(sequences, cur_len, cfg, scores.shape[-1], used)
     return scores if banned is None else jnp.where(banned, -jnp.inf, scores)
 
 
-def _banned(sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig, vocab: int) -> jax.Array | None:
+def _banned(sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig, vocab: int,
+            used: jax.Array | None = None) -> jax.Array | None:
     """[N, V] True for the tokens the processors forbid now (None: no processor is on). They only
-    ever forbid, whatever the scores, so a search may apply this mask to any part of the scores."""
+    ever forbid, whatever the scores, so a search may apply this mask to any part of the scores.
+    `used` [N, V]: the constraint's mask (see `_initial_used`), given when cfg.distinct_tokens > 0."""
     banned = None
     if cfg.no_repeat_ngram_size > 0:
         banned = banned_ngram_mask(sequences, cur_len, cfg.no_repeat_ngram_size, vocab)
@@ -115,7 +147,31 @@ def _banned(sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig, voc
         # instead of writing an [N, V] mask (or a masked copy of the scores).
         eos = (jnp.arange(vocab) == cfg.eos_id)[None, :] & too_short
         banned = eos if banned is None else banned | eos
+    if cfg.distinct_tokens:
+        eos = (jnp.arange(vocab) == cfg.eos_id)[None, :]
+        # Before the n-th token: neither EOS nor a used token; then EOS and nothing else.
+        ban = jnp.where(cur_len - 1 < cfg.distinct_tokens, used | eos, ~eos)
+        banned = ban if banned is None else banned | ban
     return banned
+
+
+def _initial_used(cfg: GenerationConfig, allowed: jax.Array | None, rows: int) -> jax.Array | None:
+    """The constraint's [rows, V] mask before the first token: every token outside `allowed` counts
+    as used, so one mask says what a row may no longer emit. None for a free search."""
+    if not cfg.distinct_tokens:
+        if allowed is not None:
+            raise ValueError("an allowed mask needs a constrained config (exactly_distinct)")
+        return None
+    if allowed is None:
+        raise ValueError("a constrained search (distinct_tokens > 0) needs the allowed [V] mask")
+    return jnp.broadcast_to(~jnp.asarray(allowed, bool)[None, :], (rows, allowed.shape[-1]))
+
+
+def _mark_used(used: jax.Array | None, token: jax.Array) -> jax.Array | None:
+    """`used` with each row's new token added (a compare against an iota, which XLA fuses)."""
+    if used is None:
+        return None
+    return used | (jnp.arange(used.shape[-1])[None, :] == token[:, None])
 
 
 def _warp(logits: jax.Array, cfg: GenerationConfig) -> jax.Array:
@@ -173,25 +229,27 @@ def row_keys(seed: int, row_ids: jax.Array) -> jax.Array:
 
 
 def sample_or_greedy(
-    step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, keys: jax.Array | None = None
+    step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, keys: jax.Array | None = None,
+    allowed: jax.Array | None = None,
 ) -> Generated:
     """Greedy (do_sample False) or ancestral sampling; one sequence per row of the batch.
 
     `keys` [batch] (see `row_keys`) drive sampling; each step folds the position into a row's key.
     Scores are the sum of log-probabilities of the chosen tokens under the processed distribution.
+    `allowed` [V] bool: the token set of a constrained config (see `exactly_distinct`).
     """
     length = cfg.max_new_tokens + 1
     seqs = jnp.full((batch, length), cfg.eos_id, jnp.int32).at[:, 0].set(cfg.start_id)
     keys = row_keys(0, jnp.arange(batch)) if keys is None else keys
 
     def cond(state):
-        cur_len, _, _, done, _ = state
+        cur_len, _, _, done, _, _ = state
         return (cur_len < length) & ~jnp.all(done)
 
     def body(state):
-        cur_len, seqs, cache, done, scores = state
+        cur_len, seqs, cache, done, scores, used = state
         logits, cache = step_fn(seqs[:, cur_len - 1], cache, cur_len - 1)
-        logits = _process(logits.astype(jnp.float32), seqs, cur_len, cfg)
+        logits = _process(logits.astype(jnp.float32), seqs, cur_len, cfg, used)
         if cfg.do_sample:
             warped = _warp(logits, cfg)
             step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, cur_len)
@@ -204,10 +262,12 @@ def sample_or_greedy(
         gained = jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
         scores = scores + jnp.where(done, 0.0, gained)
         seqs = seqs.at[:, cur_len].set(token)
-        return cur_len + 1, seqs, cache, done | (token == cfg.eos_id), scores
+        return cur_len + 1, seqs, cache, done | (token == cfg.eos_id), scores, _mark_used(used, token)
 
-    state = (jnp.int32(1), seqs, cache, jnp.zeros(batch, bool), jnp.zeros(batch, jnp.float32))
-    _, seqs, _, _, scores = jax.lax.while_loop(cond, body, state)
+    # `used` is None for a free search: an empty pytree, so the loop is the unconstrained one.
+    state = (jnp.int32(1), seqs, cache, jnp.zeros(batch, bool), jnp.zeros(batch, jnp.float32),
+             _initial_used(cfg, allowed, batch))
+    _, seqs, _, _, scores, _ = jax.lax.while_loop(cond, body, state)
     return Generated(seqs[:, None, :], scores[:, None])
 
 
@@ -273,11 +333,13 @@ def beam_search(
     cfg: GenerationConfig,
     reorder_cache: ReorderFn = _take_rows,
     length_penalty: jax.Array | float | None = None,
+    allowed: jax.Array | None = None,
 ) -> Generated:
     """Hugging Face beam search. `cache` rows are batch-major: row b * K + k is beam k of input b.
 
     `length_penalty`, when given, overrides `cfg.length_penalty` and may be a traced scalar, so one
-    compiled search serves every penalty."""
+    compiled search serves every penalty. `allowed` [V] bool: the token set of a constrained config
+    (see `exactly_distinct`)."""
     K, B = cfg.num_beams, batch
     length = cfg.max_new_tokens + 1
     lp = jnp.asarray(cfg.length_penalty if length_penalty is None else length_penalty, jnp.float32)
@@ -293,6 +355,9 @@ def beam_search(
         keep_going=jnp.bool_(True),
         cache=cache,
     )
+    used = _initial_used(cfg, allowed, B * K)
+    if used is not None:  # rows batch-major, like the cache's
+        state["used"] = used
 
     def body(s):
         return _beam_step(s, step_fn, reorder_cache, cfg, B, K, length, lp)
@@ -307,7 +372,9 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
     flat = s["running"].reshape(B * K, length)
     logits, cache = step_fn(flat[:, cur_len - 1], s["cache"], cur_len - 1)
     V = logits.shape[-1]
-    topk_lp, idx = _beam_candidates(logits.astype(jnp.float32), flat, cur_len, s["running_scores"], cfg, 2 * K)
+    used = s.get("used")
+    topk_lp, idx = _beam_candidates(logits.astype(jnp.float32), flat, cur_len, s["running_scores"], cfg, 2 * K,
+                                    used)
     beam_idx, token = idx // V, (idx % V).astype(jnp.int32)
     topk_seq = jnp.take_along_axis(s["running"], beam_idx[:, :, None], axis=1)
     topk_seq = topk_seq.at[:, :, cur_len].set(token)
@@ -319,6 +386,8 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
     running = jnp.take_along_axis(topk_seq, nxt[:, :, None], axis=1)
     source_rows = (jnp.take_along_axis(beam_idx, nxt, axis=1) + jnp.arange(B)[:, None] * K).reshape(-1)
     cache = reorder_cache(cache, source_rows)
+    if used is not None:  # each new beam inherits its source beam's mask, plus its new token
+        used = _mark_used(jnp.take(used, source_rows, axis=0), jnp.take_along_axis(token, nxt, axis=1).reshape(-1))
 
     # Finished hypotheses: candidates in the top K that ended, scored with the length penalty.
     just_done = done & (jnp.arange(2 * K) < K)[None, :]
@@ -342,12 +411,13 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
     improvable = s["improvable"] & jnp.any(best_running[:, None] > worst_finished, axis=-1)
     stop_all_finished = jnp.all(finished) & (cfg.early_stopping is True)
     keep_going = jnp.any(improvable) & ~stop_all_finished & ~jnp.all(done)
-    return dict(cur_len=new_len, running=running, running_scores=run_scores, seqs=seqs, beam_scores=beam_scores,
-                finished=finished, improvable=improvable, keep_going=keep_going, cache=cache)
+    out = dict(cur_len=new_len, running=running, running_scores=run_scores, seqs=seqs, beam_scores=beam_scores,
+               finished=finished, improvable=improvable, keep_going=keep_going, cache=cache)
+    return out if used is None else dict(out, used=used)
 
 
 def _beam_candidates(logits: jax.Array, sequences: jax.Array, cur_len: jax.Array, running_scores: jax.Array,
-                     cfg: GenerationConfig, k: int) -> tuple[jax.Array, jax.Array]:
+                     cfg: GenerationConfig, k: int, used: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """The k best (beam, token) continuations of each input: the top k of
     running score + processed log_softmax(logits) over the [B, K x V] candidates, ties towards the
     lower index, with their flat indices.
@@ -358,7 +428,7 @@ def _beam_candidates(logits: jax.Array, sequences: jax.Array, cur_len: jax.Array
     with the same operations, in the same order, as jax.nn.log_softmax and the plain route."""
     B, K = running_scores.shape
     V = logits.shape[-1]
-    banned = _banned(sequences, cur_len, cfg, V)
+    banned = _banned(sequences, cur_len, cfg, V, used)
     if banned is not None:
         banned = jnp.broadcast_to(banned, logits.shape)
     chunk = _chunk_size(V, k)
@@ -387,11 +457,12 @@ def _beam_candidates(logits: jax.Array, sequences: jax.Array, cur_len: jax.Array
 def _without_banned(maxima: jax.Array, chunks: jax.Array, banned: jax.Array | None, cfg: GenerationConfig) -> jax.Array:
     """Chunk maxima [N, C] of the logits with the banned tokens left out. With min_new_tokens alone
     only EOS is ever banned, so only its chunk is recomputed: masking every chunk wrote a masked
-    copy of the [N, V] logits each step (XLA's CPU reductions do not fuse the select)."""
+    copy of the [N, V] logits each step (XLA's CPU reductions do not fuse the select). N-grams and
+    the distinct-token constraint ban anywhere: every chunk is masked."""
     if banned is None:
         return maxima
     banned = banned.reshape(chunks.shape)
-    if cfg.no_repeat_ngram_size > 0:
+    if cfg.no_repeat_ngram_size > 0 or cfg.distinct_tokens:
         return jnp.max(jnp.where(banned, -jnp.inf, chunks), axis=-1)
     c = cfg.eos_id // chunks.shape[-1]
     return maxima.at[:, c].set(jnp.max(jnp.where(banned[:, c], -jnp.inf, chunks[:, c]), axis=-1))
@@ -433,9 +504,10 @@ def _top_k_chunked(x: jax.Array, k: int, chunk: int) -> tuple[jax.Array, jax.Arr
 
 
 def generate(step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, keys: jax.Array | None = None,
-             reorder_cache: ReorderFn = _take_rows,
-             length_penalty: jax.Array | float | None = None) -> Generated:
-    """Dispatch on the settings: sampling, greedy (num_beams 1, as in Hugging Face) or beam search."""
+             reorder_cache: ReorderFn = _take_rows, length_penalty: jax.Array | float | None = None,
+             allowed: jax.Array | None = None) -> Generated:
+    """Dispatch on the settings: sampling, greedy (num_beams 1, as in Hugging Face) or beam search.
+    `allowed` [V] bool: the token set of a constrained config (`exactly_distinct`), else None."""
     if cfg.do_sample or cfg.num_beams <= 1:
-        return sample_or_greedy(step_fn, cache, batch, cfg, keys)
-    return beam_search(step_fn, cache, batch, cfg, reorder_cache, length_penalty)
+        return sample_or_greedy(step_fn, cache, batch, cfg, keys, allowed)
+    return beam_search(step_fn, cache, batch, cfg, reorder_cache, length_penalty, allowed)

@@ -8,6 +8,12 @@ frozen), so answers do not depend on the batch size or on the other prompts in a
 `classify` gives constrained answers: each candidate label is scored as a whole target sequence
 (teacher forcing, sum of token log-probabilities including EOS), and a softmax over the label set
 turns the scores into probabilities. The answer is always one of the labels.
+
+`generate(..., constraint=GeneConstraint(...))` is the same idea for the generation tasks: the
+search may emit only genes of the model's vocabulary that are one token each, every gene at most
+once, and exactly N of them before EOS (`decoding.exactly_distinct`), so a generated cell is a
+valid, duplicate-free list of N genes by construction. The gene set travels as a traced [V] mask:
+one compiled search per N serves every gene set.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cached_property, partial
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +33,7 @@ from chatcell_jax.decoding import GenerationConfig
 from chatcell_jax.errors import InputError
 from chatcell_jax.model import t5
 from chatcell_jax.model.config import T5Config
+from chatcell_jax.tokenizer import META
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,80 @@ class Answer:
     text: str
     score: float
     token_ids: list[int]
+
+
+@dataclass(frozen=True)
+class GeneVocabulary:
+    """The genes a constrained search may emit, each with its one token id (sorted by id)."""
+
+    genes: tuple[str, ...]
+    token_ids: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.genes)
+
+    def mask(self, width: int) -> np.ndarray:
+        """[width] bool, True at the genes' ids (width: the model's padded logit width)."""
+        allowed = np.zeros(width, bool)
+        allowed[list(self.token_ids)] = True
+        return allowed
+
+    @cached_property
+    def _gene_of(self) -> dict[int, str]:
+        return dict(zip(self.token_ids, self.genes))
+
+    def text(self, token_ids) -> str:
+        """The space-joined genes of a constrained answer's ids (start and EOS ids are not genes)."""
+        return " ".join(self._gene_of[i] for i in map(int, token_ids) if i in self._gene_of)
+
+
+def manifest_genes(manifest: dict) -> list[str]:
+    """The data set's genes: `dataset_genes`, or for older manifests the sentence vocabulary."""
+    return list(manifest.get("dataset_genes") or manifest.get("genes") or [])
+
+
+def single_token_genes(tokenizer, genes: Sequence[str], vocab_size: int) -> GeneVocabulary:
+    """The genes of `genes` that are one real token of `tokenizer`: its piece "▁GENE" exists, the
+    bare gene tokenises to exactly that id (so training saw the gene as that token), the id is a
+    row of the model (< vocab_size) and no special token. Genes the tokenizer splits are left out
+    (our tokenizer holds the genes of the training sentences, not every gene of the data set)."""
+    genes = list(dict.fromkeys(genes))
+    if not genes:
+        raise InputError("no genes to constrain generation to: the manifest lists none; pass --free to decode "
+                         "freely")
+    ids = tokenizer.convert_tokens_to_ids([META + g for g in genes])
+    pieces = tokenizer(genes, add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    found = sorted((i, g) for g, i, p in zip(genes, ids, pieces)
+                   if i is not None and p == [i] and 0 <= i < vocab_size and i not in special)
+    if not found:
+        raise InputError("gene-constrained generation needs one token per gene, and this tokenizer has none of the "
+                         f"{len(genes)} genes as a single token (e.g. an add_tokens tokenizer, as the published "
+                         "ChatCell's); rebuild it with `chatcell tokenizer`, or pass --free to decode freely")
+    if len(found) < len(genes):
+        log.info("gene-constrained generation: %d of %d genes are single tokens of the tokenizer; the rest "
+                 "cannot be generated", len(found), len(genes))
+    return GeneVocabulary(tuple(g for _, g in found), tuple(i for i, _ in found))
+
+
+@dataclass(frozen=True)
+class GeneConstraint:
+    """Gene-constrained decoding: exactly `n_genes` distinct genes of `vocabulary`, then EOS."""
+
+    vocabulary: GeneVocabulary
+    n_genes: int
+
+    def __post_init__(self) -> None:
+        if self.n_genes < 1:
+            raise InputError(f"gene-constrained generation needs at least 1 gene, not {self.n_genes}")
+        if self.n_genes > len(self.vocabulary):
+            raise InputError(f"{self.n_genes} distinct genes requested, but the model has only {len(self.vocabulary)} "
+                             f"genes as single tokens; ask for at most {len(self.vocabulary)}, or pass --free to "
+                             "decode freely")
+
+    def config(self, cfg: GenerationConfig) -> GenerationConfig:
+        """`cfg`'s search and sampling settings, constrained (max_new_tokens becomes N + 1)."""
+        return decoding.exactly_distinct(cfg, self.n_genes)
 
 
 @dataclass
@@ -111,23 +192,40 @@ class Generator:
         sharding = batch_sharding(self.mesh)
         return tuple(jax.device_put(a, sharding) for a in arrays)
 
-    # --- free generation -------------------------------------------------------------------------
+    def _replicate(self, array: np.ndarray) -> jax.Array:
+        """An array every device needs whole (the allowed-token mask)."""
+        if self.mesh is None:
+            return jnp.asarray(array)
+        return jax.device_put(array, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+
+    # --- generation ------------------------------------------------------------------------------
+
+    def gene_vocabulary(self, manifest: dict) -> GeneVocabulary:
+        """The manifest's genes that this model's tokenizer holds as single tokens."""
+        return single_token_genes(self.tokenizer, manifest_genes(manifest), self.config.vocab_size)
 
     def generate(self, prompts: Sequence[str], cfg: GenerationConfig, *, seed: int = 0, truncate: bool = False,
-                 progress: bool = False) -> list[list[Answer]]:
-        """`num_return_sequences` answers per prompt, best first."""
+                 progress: bool = False, constraint: GeneConstraint | None = None) -> list[list[Answer]]:
+        """`num_return_sequences` answers per prompt, best first. With `constraint`, every answer is
+        exactly N distinct genes of its vocabulary (space-joined), decoded with `cfg`'s search and
+        sampling settings; without, free text."""
         if not prompts:
             return []
         encoded = self.encode_prompts(prompts, truncate)
+        extra: tuple = ()
+        if constraint is not None:
+            cfg = constraint.config(cfg)
+            extra = (self._replicate(constraint.vocabulary.mask(self.params["shared"].shape[0])),)
         run = self._search_fn(cfg)
         answers: list[list[Answer]] = []
         for start, stop, ids, mask in self._batches(encoded, progress, "generating"):
             rows = jnp.arange(start, start + self.batch_size, dtype=jnp.int32)
             ids, mask = self._place(ids, mask)
-            out = run(self.params, ids, mask, decoding.row_keys(seed, rows), jnp.float32(cfg.length_penalty))
+            out = run(self.params, ids, mask, decoding.row_keys(seed, rows), jnp.float32(cfg.length_penalty), *extra)
             seqs, scores = np.asarray(out.sequences)[: stop - start], np.asarray(out.scores)[: stop - start]
             for row_seqs, row_scores in zip(seqs, scores):
-                texts = self.decode_tokens(row_seqs)
+                texts = self.decode_tokens(row_seqs) if constraint is None else [
+                    constraint.vocabulary.text(r) for r in row_seqs]
                 answers.append([Answer(t, float(s), r.tolist()) for t, s, r in zip(texts, row_scores, row_seqs)])
         return answers
 
@@ -162,7 +260,8 @@ class Generator:
 
 
 def _search(model_cfg: T5Config, cfg: GenerationConfig, params: dict, ids: jax.Array, mask: jax.Array,
-            keys: jax.Array, length_penalty: jax.Array | None = None) -> decoding.Generated:
+            keys: jax.Array, length_penalty: jax.Array | None = None,
+            allowed: jax.Array | None = None) -> decoding.Generated:
     encoder_hidden = t5.encode(model_cfg, params, ids, mask)
     beams = 1 if cfg.do_sample or cfg.num_beams <= 1 else cfg.num_beams
     batch = ids.shape[0]
@@ -170,7 +269,7 @@ def _search(model_cfg: T5Config, cfg: GenerationConfig, params: dict, ids: jax.A
     step_params = t5.split_decoder_layers(params)
     step = lambda tokens, cache, i: t5.decode_step(model_cfg, step_params, tokens, cache, i)
     return decoding.generate(step, cache, batch, cfg, keys, reorder_cache=t5.reorder_cache,
-                             length_penalty=length_penalty)
+                             length_penalty=length_penalty, allowed=allowed)
 
 
 def _label_log_probs(model_cfg: T5Config, params: dict, ids: jax.Array, mask: jax.Array,
