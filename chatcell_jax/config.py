@@ -59,7 +59,10 @@ class TrainConfig:
     b2: float = 0.999
     eps: float = 1e-8
     grad_clip: float = 1.0  # global-norm clip; 0 disables
-    # --- loss ---
+    # --- loss and task mix (see chatcell_jax/train/loss.py) ---
+    loss_normalization: str = "tokens"  # tokens (HF's token mean) | examples (each answer counts once) | tasks
+    task_weights: dict[str, float] = field(default_factory=dict)  # `tasks` mode: {task: weight}, default 1 each
+    task_sampling: str | dict[str, float] = "proportional"  # proportional | uniform | {task: rate}
     label_smoothing: float = 0.0
     z_loss: float = 0.0  # t5x's log(Z)^2 penalty (1e-4 there); keeps logits near zero in bf16
     # --- parallelism ---
@@ -110,9 +113,35 @@ class TrainConfig:
         if len(self.mesh) != 3 or self.mesh.count(-1) > 1 or any(s == 0 or s < -1 for s in self.mesh):
             raise InputError(f"config key 'mesh' must be three sizes (data, fsdp, model), positive or one -1, "
                              f"got {self.mesh!r}")
+        self._validate_tasks()
         if self.batch_size % self.grad_accum_steps:
             raise InputError(f"batch_size {self.batch_size} is not divisible by grad_accum_steps "
                              f"{self.grad_accum_steps}")
+
+    def _validate_tasks(self) -> None:
+        from chatcell_jax.templates import TASKS
+
+        if self.loss_normalization not in ("tokens", "examples", "tasks"):
+            raise InputError("config key 'loss_normalization' must be one of ['tokens', 'examples', 'tasks'], "
+                             f"got {self.loss_normalization!r}")
+        if isinstance(self.task_sampling, str) and self.task_sampling not in ("proportional", "uniform"):
+            raise InputError("config key 'task_sampling' must be proportional, uniform or a mapping {task: rate}, "
+                             f"got {self.task_sampling!r}")
+        for name in ("task_weights", "task_sampling"):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                continue
+            unknown = sorted(set(value) - set(TASKS))
+            if unknown:
+                raise InputError(f"config key {name!r} names unknown task(s) {unknown}; the tasks are {list(TASKS)}")
+            if any(v < 0 for v in value.values()):
+                raise InputError(f"config key {name!r} must not hold negative values, got {value!r}")
+
+    def task_weight_vector(self) -> tuple[float, ...]:
+        """`task_weights` as one weight per task slot (`chatcell_jax.data.TASK_NAMES`), 1 by default."""
+        from chatcell_jax.data import TASK_NAMES
+
+        return tuple(float(self.task_weights.get(name, 1.0)) for name in TASK_NAMES)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,6 +166,8 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             pass
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if kind in (dict[str, float], str | dict[str, float]):
+        return _coerce_task_map(name, kind, value)
     if kind == list[int]:
         if isinstance(value, str):  # "2,2,2"
             value = [yaml.safe_load(v) for v in value.split(",")]
@@ -146,6 +177,16 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise InputError(f"config key {name!r} needs a {kind.__name__}, got {value!r}")
     return value
+
+
+def _coerce_task_map(name: str, kind: Any, value: Any) -> Any:
+    """{task: number} (from YAML or `--set key={annotation: 2}`), or for task_sampling a mode name."""
+    if isinstance(value, str) and kind is not dict[str, float]:
+        return value
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value) and \
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        return {k: float(v) for k, v in value.items()}
+    raise InputError(f"config key {name!r} needs a mapping {{task: number}} such as {{annotation: 2.0}}, got {value!r}")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

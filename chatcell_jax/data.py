@@ -29,11 +29,20 @@ from jax.sharding import NamedSharding
 from chatcell_jax import packing
 from chatcell_jax.errors import InputError
 from chatcell_jax.records import load_split
+from chatcell_jax.templates import TASKS
 
 log = logging.getLogger(__name__)
 
 IGNORE = packing.IGNORE  # label id the loss skips, as in Hugging Face
 Batch = dict[str, Any]
+# Every target token carries its task's slot (`label_tasks`), for the task-balanced loss and the
+# per-task losses; records of a task we do not know share the last slot.
+TASK_NAMES = (*TASKS, "other")
+TASK_SLOTS = len(TASK_NAMES)
+
+
+def task_slot(task: str | None) -> int:
+    return TASK_NAMES.index(task) if task in TASKS else TASK_SLOTS - 1
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,8 @@ class TokenizeRows:
         targets = self.tokenizer([self.records[i]["target"] for i in real])["input_ids"] if real else []
         input_ids = np.zeros((n, s.max_source), np.int32)
         labels = np.full((n, s.max_target), IGNORE, np.int32)
+        tasks = np.full((n,), TASK_SLOTS - 1, np.int32)
+        tasks[: len(real)] = [task_slot(self.records[i].get("task")) for i in real]
         truncated = 0
         eos = self.tokenizer.eos_token_id
         for row, (src, tgt) in enumerate(zip(sources, targets)):
@@ -96,19 +107,20 @@ class TokenizeRows:
             truncated += cut_s or cut_t
             input_ids[row, : len(src)] = src
             labels[row, : len(tgt)] = tgt
-        return {"input_ids": input_ids, "labels": labels, "truncated": np.int64(truncated),
+        return {"input_ids": input_ids, "labels": labels, "tasks": tasks, "truncated": np.int64(truncated),
                 "examples": np.int64(len(real))}
 
 
 def finish_batch(rows: Batch, source_len: int, target_len: int, decoder_start_id: int) -> dict[str, np.ndarray]:
-    """Crop to the bucket and add the mask and the teacher-forcing decoder inputs (labels shifted
-    right behind the start id, HF's `_shift_right`)."""
+    """Crop to the bucket and add the mask, the teacher-forcing decoder inputs (labels shifted
+    right behind the start id, HF's `_shift_right`) and every target token's task slot."""
     input_ids = rows["input_ids"][:, :source_len]
     labels = rows["labels"][:, :target_len]
     start = np.full((labels.shape[0], 1), decoder_start_id, np.int32)
     decoder_input_ids = np.concatenate([start, np.maximum(labels[:, :-1], 0)], axis=1)
+    label_tasks = np.ascontiguousarray(np.broadcast_to(rows["tasks"][:, None], labels.shape), np.int32)
     return {"input_ids": input_ids, "attention_mask": (input_ids != 0).astype(np.int32),
-            "decoder_input_ids": decoder_input_ids, "labels": labels}
+            "decoder_input_ids": decoder_input_ids, "labels": labels, "label_tasks": label_tasks}
 
 
 # --- which rows of a global batch this process holds -----------------------------------------------
@@ -215,17 +227,71 @@ def _longest(mask: np.ndarray) -> int:
 
 
 def train_batches(records: Sequence[dict], tokenizer, sharding: NamedSharding, batch_size: int, shapes: Shapes,
-                  seed: int, shuffle: bool = True, threads: int = 2) -> GlobalBatches:
-    """Endless global training batches; epoch e is a permutation seeded by (seed, e)."""
+                  seed: int, shuffle: bool = True, threads: int = 2,
+                  task_sampling: str | dict[str, float] = "proportional") -> GlobalBatches:
+    """Endless global training batches; epoch e is a permutation seeded by (seed, e).
+
+    `task_sampling` (see `task_rates`): `proportional` draws records as they come (each task as
+    often as it has records); otherwise every task is its own seeded, reshuffled stream and the
+    streams are interleaved at fixed rates (grain's deterministic `mix`), so a batch holds the
+    tasks in those proportions and the position is still one index that a checkpoint restores."""
     if len(records) < batch_size:
         raise InputError(f"batch_size {batch_size} exceeds the {len(records)} training examples; lower batch_size")
-    order = grain.MapDataset.range(len(records))
-    if shuffle:
-        order = order.seed(seed).shuffle()
+    rates = task_rates(records, task_sampling)
+    if rates is None:
+        order = grain.MapDataset.range(len(records))
+        order = (order.seed(seed).shuffle() if shuffle else order).repeat()
+    else:
+        order = grain.MapDataset.mix([_task_stream(records, task, seed, shuffle) for task in rates],
+                                     list(rates.values()))
     start, stop = local_rows(sharding, batch_size)
-    dataset = (order.repeat().batch(batch_size, drop_remainder=True)
+    dataset = (order.batch(batch_size, drop_remainder=True)
                .map(lambda index: index[start:stop]).map(TokenizeRows(records, tokenizer, shapes)))
     return GlobalBatches(dataset, sharding, batch_size, shapes, threads)
+
+
+def task_rates(records: Sequence[dict], sampling: str | dict[str, float]) -> dict[str, float] | None:
+    """{task: relative rate} of the tasks that are drawn (None: proportional to their records).
+
+    `uniform` gives every task of the data the same rate; a mapping gives the rates by name, and a
+    task of the data that it leaves out is never drawn (logged)."""
+    if sampling == "proportional":
+        return None
+    present = sorted({r.get("task") or "other" for r in records}, key=task_slot)
+    if sampling == "uniform":
+        return {task: 1.0 for task in present}
+    if not isinstance(sampling, dict):
+        raise InputError(f"task_sampling must be proportional, uniform or a mapping {{task: rate}}, got {sampling!r}")
+    unknown = sorted(set(sampling) - set(present))
+    if unknown:
+        raise InputError(f"task_sampling names task(s) {unknown} that the training data does not have; "
+                         f"its tasks are {present}")
+    rates = {task: float(sampling[task]) for task in present if float(sampling.get(task, 0.0)) > 0}
+    if not rates:
+        raise InputError(f"task_sampling {sampling!r} gives no task a positive rate")
+    left_out = [task for task in present if task not in rates]
+    if left_out:
+        log.warning("task_sampling leaves out task(s) %s: their records are never drawn", left_out)
+    return rates
+
+
+def _task_stream(records: Sequence[dict], task: str, seed: int, shuffle: bool) -> grain.MapDataset:
+    """Endless record indices of one task, reshuffled every pass (seeded by seed and the task)."""
+    indices = np.array([i for i, r in enumerate(records) if (r.get("task") or "other") == task], np.int64)
+    stream = grain.MapDataset.range(len(indices))
+    if shuffle:
+        stream = stream.seed(seed * TASK_SLOTS + task_slot(task)).shuffle()
+    return stream.repeat().map(lambda position: indices[position])
+
+
+def interleave_tasks(records: Sequence[dict]) -> list[dict]:
+    """The records taken round-robin over their tasks (each task in file order), so the first
+    batches of a validation split hold every task, even when the file lists them task by task."""
+    by_task: dict[str, list[dict]] = {}
+    for record in records:
+        by_task.setdefault(record.get("task") or "other", []).append(record)
+    longest = max((len(group) for group in by_task.values()), default=0)
+    return [group[i] for i in range(longest) for group in by_task.values() if i < len(group)]
 
 
 def eval_batches(records: Sequence[dict], tokenizer, sharding: NamedSharding, batch_size: int, shapes: Shapes,

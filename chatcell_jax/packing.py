@@ -60,7 +60,9 @@ def pack_rows(rows: dict, max_source: int, max_target: int, n_rows: int, decoder
            "encoder_segment_ids": np.zeros((n_rows, max_source), np.int32),
            "labels": np.full((n_rows, max_target), IGNORE, np.int32),
            "decoder_input_ids": np.zeros((n_rows, max_target), np.int32),
-           "decoder_segment_ids": np.zeros((n_rows, max_target), np.int32)}
+           "decoder_segment_ids": np.zeros((n_rows, max_target), np.int32),
+           "label_tasks": np.zeros((n_rows, max_target), np.int32)}
+    tasks = rows.get("tasks")
     for row, members in enumerate(bins):
         s_at = t_at = 0
         for segment, i in enumerate(members, start=1):
@@ -72,6 +74,8 @@ def pack_rows(rows: dict, max_source: int, max_target: int, n_rows: int, decoder
             out["decoder_input_ids"][row, t_at] = decoder_start_id
             out["decoder_input_ids"][row, t_at + 1: t_at + t] = target[:-1]
             out["decoder_segment_ids"][row, t_at: t_at + t] = segment
+            if tasks is not None:
+                out["label_tasks"][row, t_at: t_at + t] = tasks[i]
             s_at, t_at = s_at + s, t_at + t
     out["attention_mask"] = (out["encoder_segment_ids"] != 0).astype(np.int32)
     return out

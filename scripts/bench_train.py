@@ -83,7 +83,7 @@ def setup_ours(train_cfg, vocab: int, batch_np: dict) -> tuple[Callable[[], floa
     from chatcell_jax.sharding import batch_sharding, make_mesh, param_shardings
     from chatcell_jax.train.model_init import build_params
     from chatcell_jax.train.optimizer import make_optimizer, make_schedule
-    from chatcell_jax.train.step import compile_steps, init_state, state_shardings
+    from chatcell_jax.train.step import Objective, compile_steps, init_state, state_shardings
 
     # Wired exactly as Trainer.__init__ does (minus data, checkpoints and metrics files).
     mesh = make_mesh(train_cfg.mesh)
@@ -92,7 +92,7 @@ def setup_ours(train_cfg, vocab: int, batch_np: dict) -> tuple[Callable[[], floa
     make_state = partial(init_state, tx=tx, seed=train_cfg.seed)
     shardings = state_shardings(jax.eval_shape(make_state, params), param_shardings(model_cfg, mesh), mesh)
     bsh = batch_sharding(mesh)
-    step_fn, _ = compile_steps(model_cfg, tx, schedule, 1, 0.0, 0.0, shardings, bsh)
+    step_fn, _ = compile_steps(model_cfg, tx, schedule, 1, Objective(), shardings, bsh)
     holder = {"state": jax.jit(make_state, out_shardings=shardings)(params)}
     batch = jax.device_put(batch_np, bsh)
     start = time.perf_counter()

@@ -80,25 +80,40 @@ class MetricsLog:
 
 
 def plot_losses(run_dir: Path) -> Path | None:
-    """loss_curve.png from metrics.jsonl: train loss per logged step, validation loss per evaluation."""
+    """loss_curve.png from metrics.jsonl: left, the train loss per logged step and the validation loss
+    per evaluation; right, one curve per task (train thin, validation with markers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    valid = [(r["step"], r["valid_loss"]) for r in rows if "valid_loss" in r]
+    series = lambda key: [(r["step"], r[key]) for r in rows if key in r]
+    train, valid = series("loss"), series("valid_loss")
     if not train and not valid:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    tasks = sorted({k[len("valid_loss_"):] for r in rows for k in r if k.startswith("valid_loss_")}
+                   | {k[len("loss_"):] for r in rows for k in r if k.startswith("loss_")})
+    fig, axes = plt.subplots(1, 2 if tasks else 1, figsize=(12 if tasks else 6, 4), squeeze=False)
+    ax = axes[0, 0]
     if train:
         ax.plot(*zip(*train), label="train")
     if valid:
         ax.plot(*zip(*valid), marker="o", label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross entropy (token mean)")
+    ax.set(xlabel="step", ylabel="cross entropy (token mean)", title="all tasks")
     ax.legend()
+    if tasks:
+        ax = axes[0, 1]
+        for index, task in enumerate(tasks):
+            color = f"C{index}"
+            has_valid = bool(series(f"valid_loss_{task}"))
+            if series(f"loss_{task}"):
+                ax.plot(*zip(*series(f"loss_{task}")), color=color, alpha=0.35, linewidth=1,
+                        label=None if has_valid else task)
+            if has_valid:
+                ax.plot(*zip(*series(f"valid_loss_{task}")), color=color, marker="o", label=task)
+        ax.set(xlabel="step", ylabel="cross entropy (token mean)", title="per task (thin: train, dots: validation)")
+        ax.legend(fontsize="small")
     fig.tight_layout()
     out = Path(run_dir) / "loss_curve.png"
     fig.savefig(out, dpi=100)

@@ -8,13 +8,15 @@ batch is split over (data, fsdp). The state buffers are donated, so a step updat
 Dropout keys are derived, never carried: fold_in(rng, step) then fold_in(micro-batch), so a resumed
 run draws exactly the masks the uninterrupted run would have drawn.
 
-Gradient accumulation runs inside the one jitted step (`lax.scan` over micro-batches): gradients of
-summed token losses are added up and divided by the global token count once, so accumulating is
-the same token-mean as one big batch.
+The objective's token weights and denominator come from the whole global batch before it is split
+(`loss.loss_weights`). Gradient accumulation runs inside the one jitted step (`lax.scan` over
+micro-batches): gradients of weighted loss sums are added up and divided by the denominator once, so
+accumulating gives the same objective as one big batch, whatever the loss normalization.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -23,9 +25,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from chatcell_jax.data import TASK_SLOTS
 from chatcell_jax.model.config import T5Config
 from chatcell_jax.model.t5 import forward
-from chatcell_jax.train.loss import token_loss_sums
+from chatcell_jax.train.loss import loss_weights, token_loss_sums
 
 State = dict[str, Any]
 
@@ -60,12 +63,25 @@ def state_shardings(abstract_state: State, param_shardings, mesh) -> State:
     return {"params": param_shardings, "opt_state": opt, "step": replicated, "rng": replicated}
 
 
-def _sums(model_cfg: T5Config, params, batch: dict, key: jax.Array | None, label_smoothing: float,
-          z_loss: float) -> dict[str, jax.Array]:
+@dataclass(frozen=True)
+class Objective:
+    """What the train step differentiates (see `chatcell_jax.train.loss`)."""
+
+    normalization: str = "tokens"
+    task_weights: tuple[float, ...] = (1.0,) * TASK_SLOTS
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0
+
+
+SUM_KEYS = ("objective", "ce", "tokens", "task_ce", "task_tokens")
+
+
+def _sums(model_cfg: T5Config, params, batch: dict, key: jax.Array | None, objective: Objective) -> dict[str, jax.Array]:
     logits = forward(model_cfg, params, batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
                      dropout_rng=key, encoder_segment_ids=batch.get("encoder_segment_ids"),
                      decoder_segment_ids=batch.get("decoder_segment_ids"))
-    return token_loss_sums(logits, batch["labels"], model_cfg.vocab_size, label_smoothing, z_loss)
+    return token_loss_sums(logits, batch["labels"], model_cfg.vocab_size, objective.label_smoothing,
+                           objective.z_loss, batch.get("loss_weights"), batch.get("label_tasks"))
 
 
 def _micro_batches(batch: dict, n: int) -> dict:
@@ -75,14 +91,16 @@ def _micro_batches(batch: dict, n: int) -> dict:
 
 
 def train_step(model_cfg: T5Config, tx: optax.GradientTransformation, schedule: optax.Schedule, accum: int,
-               label_smoothing: float, z_loss: float, state: State, batch: dict) -> tuple[State, dict]:
+               objective: Objective, state: State, batch: dict) -> tuple[State, dict]:
     params = state["params"]
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
     use_dropout = model_cfg.dropout_rate > 0
+    weights, denominator = loss_weights(batch, objective.normalization, jnp.asarray(objective.task_weights, jnp.float32))
+    batch = {**batch, "loss_weights": weights}
 
     def grads_of(micro: dict, index) -> tuple[Any, dict]:
         key = jax.random.fold_in(step_key, index) if use_dropout else None
-        fn = lambda p: (lambda s: (s["objective"], s))(_sums(model_cfg, p, micro, key, label_smoothing, z_loss))
+        fn = lambda p: (lambda s: (s["objective"], s))(_sums(model_cfg, p, micro, key, objective))
         (_, sums), grads = jax.value_and_grad(fn, has_aux=True)(params)
         return grads, sums
 
@@ -93,30 +111,32 @@ def train_step(model_cfg: T5Config, tx: optax.GradientTransformation, schedule: 
             g, s = grads_of(*xs)
             return jax.tree.map(jnp.add, carry, (g, s)), None
 
-        zeros = jax.tree.map(jnp.zeros_like, params), {k: jnp.zeros((), jnp.float32) for k in ("objective", "ce", "tokens")}
+        zero_sums = {k: jnp.zeros((TASK_SLOTS,) if k.startswith("task_") else (), jnp.float32) for k in SUM_KEYS}
+        zeros = jax.tree.map(jnp.zeros_like, params), zero_sums
         (grads, sums), _ = jax.lax.scan(body, zeros, (_micro_batches(batch, accum), jnp.arange(accum)))
     tokens = jnp.maximum(sums["tokens"], 1.0)
-    grads = jax.tree.map(lambda g: g / tokens, grads)
+    grads = jax.tree.map(lambda g: g / denominator, grads)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "step": state["step"] + 1,
                  "rng": state["rng"]}
-    metrics = {"loss": sums["ce"] / tokens, "objective": sums["objective"] / tokens, "target_tokens": sums["tokens"],
+    metrics = {"loss": sums["ce"] / tokens, "objective": sums["objective"] / denominator,
+               "target_tokens": sums["tokens"], "task_ce": sums["task_ce"], "task_tokens": sums["task_tokens"],
                "grad_norm": optax.tree_utils.tree_norm(grads), "learning_rate": schedule(state["step"])}
     return new_state, metrics
 
 
 def eval_sums(model_cfg: T5Config, params, batch: dict) -> dict[str, jax.Array]:
-    sums = _sums(model_cfg, params, batch, None, 0.0, 0.0)
-    return {"ce": sums["ce"], "tokens": sums["tokens"]}
+    sums = _sums(model_cfg, params, batch, None, Objective())
+    return {k: sums[k] for k in ("ce", "tokens", "task_ce", "task_tokens")}
 
 
-def compile_steps(model_cfg: T5Config, tx, schedule, accum: int, label_smoothing: float, z_loss: float,
+def compile_steps(model_cfg: T5Config, tx, schedule, accum: int, objective: Objective,
                   shardings: State, batch_sharding: NamedSharding) -> tuple[Callable, Callable]:
     """(train_step(state, batch) -> (state, metrics), eval_step(params, batch) -> sums), jitted with
     explicit in/out shardings; the train state is donated."""
     mesh = batch_sharding.mesh
     replicated = NamedSharding(mesh, PartitionSpec())
-    step = jax.jit(partial(train_step, model_cfg, tx, schedule, accum, label_smoothing, z_loss),
+    step = jax.jit(partial(train_step, model_cfg, tx, schedule, accum, objective),
                    in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
                    donate_argnums=(0,))
     evaluate = jax.jit(partial(eval_sums, model_cfg), in_shardings=(shardings["params"], batch_sharding),

@@ -1,8 +1,10 @@
 """`train(config)`: the whole run, from the config to RUN/model.
 
     RUN/config.json        the resolved config (what `--resume` continues)
-    RUN/metrics.jsonl      one line per logged step: loss, lr, grad norm, steps/s, tokens/s, MFU,
-                           valid_loss at evaluations, truncated rows so far
+    RUN/metrics.jsonl      one line per logged step: loss (token-mean cross entropy), objective (what
+                           is minimised), loss_<task>, lr, grad norm, steps/s, tokens/s, MFU, truncated
+                           rows so far; at evaluations valid_loss, valid_loss_<task> and the
+                           per-task answers of `train.generation_eval`
     RUN/tensorboard/       event files with the same scalars
     RUN/checkpoints/<step> Orbax: train state + data iterator position (latest K and the best)
     RUN/model/             the final model directory with its tokenizer (written last, atomically)
@@ -32,7 +34,7 @@ from chatcell_jax.train.checkpoint import Checkpoints
 from chatcell_jax.train.metrics import MetricsLog, peak_flops, plot_losses, train_flops
 from chatcell_jax.train.model_init import build_params
 from chatcell_jax.train.optimizer import make_optimizer, make_schedule
-from chatcell_jax.train.step import compile_steps, init_state, state_shardings
+from chatcell_jax.train.step import Objective, compile_steps, init_state, state_shardings
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,9 @@ class Trainer:
         _check_data_dir(config.data)
         self.tokenizer = _load_tokenizer(config.tokenizer)
         self.train_records = data_lib.load_records(config.data, "train")
-        self.valid_records = data_lib.load_records(config.data, "valid") if config.eval_every else []
+        # Interleaved, so the `eval_batches` first batches measure every task.
+        self.valid_records = (data_lib.interleave_tasks(data_lib.load_records(config.data, "valid"))
+                              if config.eval_every else [])
         self.mesh = make_mesh(config.mesh, devices)
         check_batch(config, self.mesh)
         self.run_dir = prepare_run_dir(config, resume)
@@ -114,7 +118,7 @@ class Trainer:
         self.batch_sharding = batch_sharding(self.mesh)
         self.batches = data_lib.train_batches(self.train_records, self.tokenizer, self.batch_sharding,
                                               config.batch_size, self.shapes, config.seed, config.shuffle,
-                                              config.data_threads)
+                                              config.data_threads, config.task_sampling)
         tx, self.schedule = make_optimizer(config), make_schedule(config)
         make_state = partial(init_state, tx=tx, seed=config.seed)
         abstract = jax.eval_shape(make_state, params)
@@ -130,27 +134,28 @@ class Trainer:
             del params
             self.state = self.checkpoints.restore(latest, target, self.batches.grain_iterator)
         self.start_step = int(self.state["step"])
+        objective = Objective(config.loss_normalization, config.task_weight_vector(), config.label_smoothing,
+                              config.z_loss)
         self.step_fn, self.eval_fn = compile_steps(self.model_cfg, tx, self.schedule, config.grad_accum_steps,
-                                                   config.label_smoothing, config.z_loss, self.shardings,
-                                                   self.batch_sharding)
+                                                   objective, self.shardings, self.batch_sharding)
         self.metrics = MetricsLog(self.run_dir, config.tensorboard, resume_step=self.start_step if latest else None)
         self._eval_cache: list | None = None
         self._generation: tuple | None = None  # (Generator, samples, manifest), built at the first evaluation
 
     # --- evaluation -------------------------------------------------------------------------------
 
-    def validation_loss(self) -> float:
-        """Token-mean cross entropy over the first `eval_batches` validation batches (fixed, cached)."""
+    def validation_losses(self) -> dict[str, float]:
+        """Token-mean cross entropy over the first `eval_batches` validation batches (fixed, cached):
+        `valid_loss` over all of them and `valid_loss_<task>` per task."""
         if self._eval_cache is None:
             self._eval_cache = list(data_lib.eval_batches(self.valid_records, self.tokenizer, self.batch_sharding,
                                                           self.config.batch_size, self.shapes,
                                                           self.config.eval_batches, self.config.data_threads))
             distributed.compile_in_step(self.eval_fn, self.state["params"], self._eval_cache[0])
-        total, tokens = 0.0, 0.0
-        for batch in self._eval_cache:
-            sums = jax.device_get(self.eval_fn(self.state["params"], batch))
-            total, tokens = total + float(sums["ce"]), tokens + float(sums["tokens"])
-        return total / max(tokens, 1.0)
+        sums = [jax.device_get(self.eval_fn(self.state["params"], batch)) for batch in self._eval_cache]
+        total = {k: np.sum([s[k] for s in sums], axis=0) for k in ("ce", "tokens", "task_ce", "task_tokens")}
+        return {"valid_loss": float(total["ce"]) / max(float(total["tokens"]), 1.0),
+                **per_task_losses("valid_loss", total["task_ce"], total["task_tokens"])}
 
     def generation_scores(self) -> dict[str, float]:
         """Per-task greedy-decoding metrics on a fixed validation sample (`eval_generate` per task)."""
@@ -171,7 +176,7 @@ class Trainer:
         return generation_eval.generation_metrics(generator, samples, self.config.max_target_length, manifest)
 
     def evaluate(self) -> dict[str, float]:
-        record = {"valid_loss": self.validation_loss(), **self.generation_scores()}
+        record = {**self.validation_losses(), **self.generation_scores()}
         log.info("validation: %s", ", ".join(f"{k} {v:.4g}" for k, v in record.items()))
         return record
 
@@ -203,6 +208,9 @@ class Trainer:
                     values = jax.device_get(window)
                     elapsed = time.perf_counter() - last
                     record = {"loss": float(np.mean([v["loss"] for v in values])),
+                              "objective": float(np.mean([v["objective"] for v in values])),
+                              **per_task_losses("loss", np.sum([v["task_ce"] for v in values], axis=0),
+                                                np.sum([v["task_tokens"] for v in values], axis=0)),
                               "learning_rate": float(values[-1]["learning_rate"]),
                               "grad_norm": float(values[-1]["grad_norm"]),
                               "steps_per_s": len(values) / elapsed, "tokens_per_s": padded_tokens / elapsed,
@@ -241,6 +249,12 @@ class Trainer:
         if jax.process_index() == 0:
             save_trained_model(self.run_dir, self.model_cfg, params, self.config)
         _sync("model_saved")
+
+
+def per_task_losses(prefix: str, task_ce: np.ndarray, task_tokens: np.ndarray) -> dict[str, float]:
+    """{prefix_<task>: token-mean cross entropy} for the tasks that had target tokens."""
+    return {f"{prefix}_{name}": float(ce) / float(n) for name, ce, n in zip(data_lib.TASK_NAMES, task_ce, task_tokens)
+            if n > 0}
 
 
 def _data_manifest(data_dir: str) -> dict | None:
