@@ -2,8 +2,11 @@
 
 Each question is analysed against the model's manifest (`prompts.analyse_question`). Classification
 questions (annotation, drug response) get a constrained answer: the best label of the known label
-set with a probability for each label, so the answer is never malformed. Generation questions get
-free text from the chosen decoding mode. Genes the model does not know are reported in `notes`.
+set with a probability for each label, so the answer is never malformed. Generation questions are
+gene-constrained by default, in the chosen decoding mode: exactly N distinct genes of the model's
+vocabulary (N from the question, else the training top-N), so a generated cell is never malformed
+either; the option `free` (CLI `--free`, web API `"free": true`) decodes them as free text instead.
+Genes the model does not know are reported in `notes`.
 """
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ from pathlib import Path
 from chatcell_jax import prompts
 from chatcell_jax.decoding import CHATCELL_SAMPLING, GenerationConfig
 from chatcell_jax.errors import InputError
-from chatcell_jax.generation import Generator
+from chatcell_jax.generation import GeneConstraint, Generator, GeneVocabulary
 
 log = logging.getLogger(__name__)
 
 MODES = ("beam", "greedy", "sample")
+GENERATION_TASKS = ("random_generation", "pseudo_cell_generation")
 
 
 def generation_config(options: dict, default_new_tokens: int) -> GenerationConfig:
@@ -42,6 +46,13 @@ class ChatEngine:
         self.labels = manifest.get("labels", {})
         self.top_k = int(manifest.get("top_k") or 100)
         self._example_sentences = example_sentences or []
+        self._genes: GeneVocabulary | None = None
+
+    def gene_vocabulary(self) -> GeneVocabulary:
+        """The genes constrained answers draw from (built at the first generation question)."""
+        if self._genes is None:
+            self._genes = self.generator.gene_vocabulary(self.manifest)
+        return self._genes
 
     def answer(self, questions: list[str], options: dict | None = None) -> list[dict]:
         options = dict(options or {})
@@ -63,8 +74,11 @@ class ChatEngine:
             notes.append("the model knows no labels for this task; answering freely")
         n = prompts.top_k_in_question(question, self.top_k)
         cfg = generation_config(options, default_new_tokens=n + 16)
-        best = self.generator.generate([question], cfg, seed=int(options.get("seed", 0)))[0][0]
-        return {"task": analysis.task, "output": best.text, "score": best.score, "label_probs": None, "notes": notes}
+        constrained = analysis.task in GENERATION_TASKS and not options.get("free")
+        constraint = GeneConstraint(self.gene_vocabulary(), n) if constrained else None
+        best = self.generator.generate([question], cfg, seed=int(options.get("seed", 0)), constraint=constraint)[0][0]
+        return {"task": analysis.task, "output": best.text, "score": best.score, "label_probs": None, "notes": notes,
+                "decoding": "genes" if constrained else "free"}
 
     def examples(self) -> dict:
         """Example questions per task, from the manifest's labels and real cell sentences."""

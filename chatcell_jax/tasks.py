@@ -19,7 +19,7 @@ from chatcell_jax import prompts
 from chatcell_jax.atomic import atomic_file
 from chatcell_jax.decoding import GenerationConfig
 from chatcell_jax.errors import InputError
-from chatcell_jax.generation import Generator
+from chatcell_jax.generation import GeneConstraint, Generator, manifest_genes
 from chatcell_jax.inverse import InverseFit, reconstruct_expression
 from chatcell_jax.records import read_jsonl
 
@@ -95,8 +95,12 @@ def _write_obs_columns(input_path: Path, out_path: Path, columns: dict) -> None:
 
 
 def generate_cells(generator: Generator, manifest: dict, out_path: Path, *, n_cells: int, cell_type: str | None,
-                   cfg: GenerationConfig, seed: int = 0, progress: bool = False) -> dict:
-    """`n_cells` generated sentences and their reconstructed expression as an .h5ad."""
+                   cfg: GenerationConfig, seed: int = 0, progress: bool = False, free: bool = False) -> dict:
+    """`n_cells` generated sentences and their reconstructed expression as an .h5ad.
+
+    Gene-constrained by default: each cell is exactly N (the training top-N) distinct genes of the
+    model's vocabulary, decoded with `cfg`'s search and sampling settings (its max_new_tokens is
+    then N + 1). `free` decodes free text instead, whose words that are no genes are dropped."""
     import anndata as ad
 
     known = manifest.get("labels", {}).get("cell_type", [])
@@ -108,10 +112,11 @@ def generate_cells(generator: Generator, manifest: dict, out_path: Path, *, n_ce
     if not fit_dict:
         raise InputError("the manifest has no inverse transform (data converted from ChatCell JSON?); "
                          "expression cannot be reconstructed")
-    genes = list(manifest.get("dataset_genes") or manifest.get("genes") or [])
+    genes = manifest_genes(manifest)
     top_k = int(manifest.get("top_k") or 100)
     prompt = prompts.generation_prompt(top_k, cell_type)
-    answers = generator.generate([prompt] * n_cells, cfg, seed=seed, progress=progress)
+    constraint = None if free else GeneConstraint(generator.gene_vocabulary(manifest), top_k)
+    answers = generator.generate([prompt] * n_cells, cfg, seed=seed, progress=progress, constraint=constraint)
     fit, index = InverseFit.from_dict(fit_dict), {g: i for i, g in enumerate(genes)}
     rows, unknown = [], []
     for options in answers:
@@ -122,7 +127,9 @@ def generate_cells(generator: Generator, manifest: dict, out_path: Path, *, n_ce
                         "sentence": [o[0].text for o in answers], "unknown_words": unknown},
                        index=[f"generated_{i}" for i in range(n_cells)])
     adata = ad.AnnData(X=np.vstack(rows), obs=obs, var=pd.DataFrame(index=genes))
-    adata.uns["chatcell_generation"] = {"prompt": prompt, "seed": seed, "settings": json.dumps(cfg.__dict__, default=str)}
+    used = cfg if constraint is None else constraint.config(cfg)
+    adata.uns["chatcell_generation"] = {"prompt": prompt, "seed": seed, "decoding": "free" if free else "genes",
+                                        "settings": json.dumps(used.__dict__, default=str)}
     with atomic_file(Path(out_path)) as tmp:
         adata.write_h5ad(tmp)
     total_unknown = int(np.sum(unknown))

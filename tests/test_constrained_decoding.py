@@ -234,3 +234,87 @@ def test_a_tokenizer_without_single_token_genes_is_an_input_error(setup):
     # ids beyond the model's rows are no genes it can emit
     with pytest.raises(InputError, match="one token per gene"):
         single_token_genes(generator.tokenizer, manifest["genes"], 3)
+
+
+# --- chat, web and generate-cells use it by default --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine(setup):
+    from chatcell_jax.chat import ChatEngine
+
+    generator, manifest, _ = setup
+    return ChatEngine(generator, manifest)
+
+
+def is_gene_list(text: str, genes, n: int) -> bool:
+    words = text.split()
+    return len(words) == n == len(set(words)) and set(words) <= set(genes)
+
+
+def test_chat_generation_questions_get_exactly_n_distinct_genes(engine, setup):
+    _, manifest, vocabulary = setup
+    cell_type = manifest["labels"]["cell_type"][0]
+    for options in ({}, {"mode": "greedy"}, {"mode": "beam", "num_beams": 2}):
+        result = engine.answer([f"Generate the top 20 genes of a {cell_type} cell."], options)[0]
+        assert (result["task"], result["decoding"]) == ("pseudo_cell_generation", "genes")
+        assert is_gene_list(result["output"], vocabulary.genes, 20), result["output"]
+    random_cell = engine.answer(["Generate 12 genes of a random cell."])[0]
+    assert random_cell["task"] == "random_generation" and is_gene_list(random_cell["output"], vocabulary.genes, 12)
+    default_n = engine.answer(["Give me a random cell."])[0]  # no N in the question: the training top-N
+    assert is_gene_list(default_n["output"], vocabulary.genes, manifest["top_k"])
+    free = engine.answer([f"Generate the top 20 genes of a {cell_type} cell."], {"free": True})[0]
+    assert free["decoding"] == "free" and not is_gene_list(free["output"], manifest["dataset_genes"], 20)
+
+
+def test_chat_asking_for_more_genes_than_known_is_an_input_error(engine, setup):
+    _, _, vocabulary = setup
+    with pytest.raises(InputError, match="--free"):
+        engine.answer([f"Generate the top {len(vocabulary) + 1} genes of a random cell."])
+
+
+def test_web_api_is_constrained_by_default_and_free_on_request(engine, setup):
+    from fastapi.testclient import TestClient
+
+    from chatcell_jax.web.server import create_app
+
+    _, manifest, vocabulary = setup
+    client = TestClient(create_app(engine))
+    question = f"Generate the top 20 genes of a {manifest['labels']['cell_type'][1]} cell."
+    default = client.post("/api/generate", json={"prompts": [question], "mode": "greedy"})
+    assert default.status_code == 200
+    result = default.json()["results"][0]
+    assert result["decoding"] == "genes" and is_gene_list(result["output"], vocabulary.genes, 20)
+    free = client.post("/api/generate", json={"prompts": [question], "mode": "greedy", "free": True}).json()
+    assert free["results"][0]["decoding"] == "free" and free["results"][0]["output"] != result["output"]
+    assert client.post("/api/generate", json={"prompts": [question], "free": "maybe"}).status_code == 422
+    too_many = client.post("/api/generate", json={"prompts": ["Generate the top 999 genes of a random cell."]})
+    assert too_many.status_code == 422 and "--free" in too_many.json()["detail"]
+
+
+def test_generate_cells_is_constrained_by_default(setup, tmp_path):
+    import anndata as ad
+
+    from chatcell_jax.tasks import generate_cells
+
+    generator, manifest, vocabulary = setup
+    n = manifest["top_k"]
+    summary = generate_cells(generator, manifest, tmp_path / "genes.h5ad", n_cells=3, cell_type="CD14+ Monocyte",
+                             cfg=CHATCELL_SAMPLING)
+    cells = ad.read_h5ad(tmp_path / "genes.h5ad")
+    assert summary["unknown_words"] == 0 and cells.uns["chatcell_generation"]["decoding"] == "genes"
+    assert all(is_gene_list(s, vocabulary.genes, n) for s in cells.obs["sentence"])
+    assert ((np.asarray(cells.X) > 0).sum(axis=1) == n).all()  # N distinct genes: N expressed genes
+    free = generate_cells(generator, manifest, tmp_path / "free.h5ad", n_cells=3, cell_type="CD14+ Monocyte",
+                          cfg=dataclasses.replace(CHATCELL_SAMPLING, max_new_tokens=n + 16), free=True)
+    sentences = ad.read_h5ad(tmp_path / "free.h5ad").obs["sentence"]
+    assert free["unknown_words"] > 0 or not all(is_gene_list(s, vocabulary.genes, n) for s in sentences)
+
+
+def test_the_free_flags_parse():
+    from chatcell_jax.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["chat", "m", "--free"]).free and not parser.parse_args(["chat", "m"]).free
+    args = parser.parse_args(["generate-cells", "m", "--out", "x.h5ad", "--free"])
+    assert args.free and not parser.parse_args(["generate-cells", "m", "--out", "x.h5ad"]).free

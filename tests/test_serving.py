@@ -109,8 +109,14 @@ def test_generate_cells_reconstructs_expression(trained_run, tmp_path):
     cells = ad.read_h5ad(out)
     assert cells.n_obs == 4 and list(cells.var_names) == manifest["dataset_genes"]
     assert set(cells.obs["cell_type"]) == {"CD14+ Monocyte"}
-    assert (np.asarray(cells.X) > 0).sum(axis=1).min() > 0
+    # gene-constrained by default: N = the training top-N distinct genes (--max-new-tokens is for --free)
+    n = manifest["top_k"]
+    assert all(len(set(s.split())) == len(s.split()) == n for s in cells.obs["sentence"])
+    assert ((np.asarray(cells.X) > 0).sum(axis=1) == n).all()
     assert run_cli("generate-cells", run, "--cell-type", "Neuron", "--out", tmp_path / "x.h5ad") == 2
+    assert run_cli("generate-cells", run, "-n", 2, "--out", tmp_path / "free.h5ad", "--free", "--max-new-tokens", 12,
+                   "--no-progress") == 0
+    assert ad.read_h5ad(tmp_path / "free.h5ad").uns["chatcell_generation"]["decoding"] == "free"
 
 
 def test_chat_one_shot_and_interactive(trained_run):
@@ -129,6 +135,9 @@ def test_chat_one_shot_and_interactive(trained_run):
                              capture_output=True, text=True, timeout=300)
     assert session.returncode == 0, session.stderr
     assert "[pseudo cell generation]" in session.stdout and "[annotation]" in session.stdout
+    generated = next(line for line in session.stdout.splitlines() if line.startswith("[pseudo cell generation] "))
+    genes = generated.removeprefix("[pseudo cell generation] ").split()
+    assert len(genes) == len(set(genes)) == 10  # gene-constrained by default
     assert "unknown to the model: FAKE99" in session.stdout
 
 

@@ -16,9 +16,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="decoding for generation questions (default: ChatCell's sampling settings)")
     p.add_argument("--num-beams", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--free", action="store_true",
+                   help="answer generation questions with free text (default: gene-constrained, exactly N distinct "
+                        "genes of the model's vocabulary, N from the question or the training top-N)")
     p.set_defaults(func=run_chat)
 
-    p = subparsers.add_parser("web", help="serve a local chat page and JSON API")
+    p = subparsers.add_parser("web", help="serve a local chat page and JSON API",
+                              description="Serve a local chat page and POST /api/generate. Generation questions are "
+                                          "gene-constrained unless a request sets \"free\": true (a checkbox on "
+                                          "the page).")
     add_model_arguments(p, devices="1")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=7860)
@@ -50,7 +56,7 @@ def run_chat(args: argparse.Namespace) -> int:
     from chatcell_jax.errors import InputError
 
     engine = load_engine(args)
-    options = {"mode": args.mode, "num_beams": args.num_beams, "seed": args.seed}
+    options = {"mode": args.mode, "num_beams": args.num_beams, "seed": args.seed, "free": args.free}
     if args.question:
         print(format_answer(engine.answer([args.question], options)[0]))
         return 0

@@ -64,11 +64,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_reading_arguments(p)
     p.set_defaults(func=run_predict_drug)
 
-    p = subparsers.add_parser("generate-cells", help="generate cells (of a type) as sentences + expression")
+    p = subparsers.add_parser("generate-cells", help="generate cells (of a type) as sentences + expression",
+                              description="Generate cells as sentences of the training top-N genes and their "
+                                          "reconstructed expression. Gene-constrained by default: every cell is "
+                                          "exactly N distinct genes of the model's vocabulary (--max-new-tokens "
+                                          "then does not apply); --free decodes free text.")
     add_model_arguments(p)
     p.add_argument("--cell-type", help="a cell type the model knows (default: random cells)")
     p.add_argument("-n", "--n-cells", type=int, default=10)
     p.add_argument("--out", type=Path, required=True, help="output .h5ad")
+    p.add_argument("--free", action="store_true",
+                   help="decode free text (default: exactly N distinct genes of the model's vocabulary)")
     add_decoding_arguments(p, default_mode="sample")
     p.set_defaults(func=run_generate_cells)
 
@@ -163,6 +169,6 @@ def run_generate_cells(args: argparse.Namespace) -> int:
     manifest = require_manifest(manifest, "generate-cells")
     summary = generate_cells(generator, manifest, args.out, n_cells=args.n_cells, cell_type=args.cell_type,
                              cfg=decoding_config(args, _top_k(manifest)), seed=args.seed,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, free=args.free)
     print(f"wrote {args.out}: {json.dumps(summary)}")
     return 0

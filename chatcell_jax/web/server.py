@@ -37,7 +37,10 @@ class Engine(Protocol):
 
 
 class GenerateRequest(BaseModel):
-    """The body of POST /api/generate. Unknown fields are rejected, so a typo is never ignored."""
+    """The body of POST /api/generate. Unknown fields are rejected, so a typo is never ignored.
+
+    Answers to generation questions are gene-constrained (see `chatcell_jax.chat`); `free: true`
+    decodes them as free text with the same settings."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -49,6 +52,8 @@ class GenerateRequest(BaseModel):
     top_k: int = Field(50, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     seed: int = 0
+    # Generation questions: exactly N distinct genes of the model's vocabulary unless free is true.
+    free: bool = False
 
     @field_validator("prompts")
     @classmethod
