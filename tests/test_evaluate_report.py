@@ -93,6 +93,10 @@ def test_report_scores_the_fake_model(cli_report):
     assert set(knn["expression"]["model"]) == {"5", "10", "25", "50"}
     distances = tasks["pseudo_cell_generation"]["distances"]
     assert distances["model"]["types"] > 0
+    assert tasks["pseudo_cell_generation"]["model"]["validity"] == pytest.approx(99.0)
+    # without `output_genes` there are no gene-constrained rows
+    assert "model_constrained" not in tasks["random_generation"] and "model_constrained" not in distances
+    assert "model_constrained" not in tasks["pseudo_cell_generation"]
     markdown = (cli_report / "report.md").read_text()
     assert "ChatCell-large (reference, accuracy) | 81.63" in markdown
     assert "baseline: logistic_regression" in markdown
@@ -125,6 +129,48 @@ def test_perfect_predictions_and_label_probs(data, tmp_path):
     exact = tasks["pseudo_cell_generation"]["knn"]["levenshtein"]
     assert exact["model"]["5"]["quality"] >= exact["real_sentences"]["5"]["quality"]
     assert not (tmp_path / "r" / "figures" / "training_curve.png").exists()  # no run directory
+
+
+def with_gene_answers(predictions: list[dict], n: int) -> list[dict]:
+    """Generation records plus `output_genes`: n distinct genes (the first of another record's
+    target, as a gene-constrained answer would be)."""
+    sentences = [p["target"] for p in predictions if p["task"] != "annotation"]
+    out = []
+    for i, record in enumerate(predictions):
+        if record["task"] != "annotation":
+            record = dict(record, output_genes=" ".join(sentences[(i * 7) % len(sentences)].split()[:n]))
+        out.append(record)
+    return out
+
+
+def test_gene_constrained_answers_are_reported_next_to_the_free_ones(data, tmp_path):
+    top_k = load_manifest(data)["top_k"]
+    predictions = write_jsonl(tmp_path / "p.jsonl", with_gene_answers(noisy_predictions(data), top_k))
+    out = tmp_path / "r"
+    assert main(["evaluate", "--data", str(data), "--predictions", str(predictions), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    random_generation, pseudo = metrics["tasks"]["random_generation"], metrics["tasks"]["pseudo_cell_generation"]
+    for section in (random_generation, pseudo):
+        assert section["model"]["validity"] == pytest.approx(99.0)  # the free answers, as before
+        constrained = section["model_constrained"]
+        assert (constrained["validity"], constrained["uniqueness"], constrained["mean_length"]) == (100.0, 100.0, top_k)
+    for space in ("expression", "levenshtein"):
+        table = pseudo["knn"][space]
+        assert list(table)[:2] == ["model", "model_constrained"] and set(table["model_constrained"]) == {"5", "10", "25",
+                                                                                                         "50"}
+        assert 0 <= table["model_constrained"]["5"]["quality"] <= 100
+    assert pseudo["distances"]["model_constrained"]["types"] > 0
+    markdown = (out / "report.md").read_text()
+    assert markdown.count("| model (constrained to N distinct genes) | 100.00 |") == 2  # random and pseudo-cells
+    assert "| expression | model_constrained |" in markdown and "valid, unique and of length N" in markdown
+    assert "model (constrained)" in report_module.headline_groups(metrics["tasks"])["random generation\nvalidity"]
+    # scored only when every record of the task has one
+    partial = [dict(p, output_genes="CD74") if p["task"] == "random_generation" and i % 2 else p
+               for i, p in enumerate(noisy_predictions(data))]
+    metrics = evaluate_predictions(data, "test", partial, tmp_path / "partial")
+    assert "model_constrained" not in metrics["tasks"]["random_generation"]
+    with pytest.raises(InputError, match="output_genes"):
+        evaluate_predictions(data, "test", [dict(p, output_genes=["CD74"]) for p in partial], tmp_path / "bad")
 
 
 def test_rebuilt_real_cells_reproduce_the_prepared_sentences(data):
@@ -193,3 +239,11 @@ def test_evaluate_runs_a_trained_model_end_to_end(trained_run, tmp_path):
     answers = read_predictions(saved)
     assert len(answers) == n_test and all(isinstance(a["output"], str) for a in answers)
     assert all(abs(sum(a["label_probs"].values()) - 1) < 1e-4 for a in answers if a["task"] == "annotation")
+    # the generation records also get gene-constrained answers: exactly N distinct genes
+    top_k = metrics["top_k"]
+    for task in ("random_generation", "pseudo_cell_generation"):
+        constrained = metrics["tasks"][task]["model_constrained"]
+        assert (constrained["validity"], constrained["uniqueness"], constrained["mean_length"]) == (100.0, 100.0, top_k)
+    assert "model_constrained" in metrics["tasks"]["pseudo_cell_generation"]["knn"]["expression"]
+    generated = [a for a in answers if a["task"] in ("random_generation", "pseudo_cell_generation")]
+    assert generated and all(len(set(a["output_genes"].split())) == top_k for a in generated)

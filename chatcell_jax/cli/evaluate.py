@@ -34,7 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--max-source-length", type=int, default=512)
     g.add_argument("--max-new-tokens", type=int, help="default: 2 x top-N + 16")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--no-constrained", action="store_true", help="skip label scoring for the classification tasks")
+    g.add_argument("--no-constrained", action="store_true",
+                   help="skip the constrained answers: label scoring for the classification tasks and the "
+                        "gene-constrained answers (exactly N distinct genes, same sampling settings) for the "
+                        "generation tasks, reported as model_constrained")
     g.add_argument("--truncate", action="store_true", help="cut overlong prompts instead of failing")
     g.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -80,7 +83,14 @@ def _summary(metrics: dict) -> str:
         if "accuracy" in section.get("model", {}):
             parts.append(f"{task} accuracy {section['model']['accuracy']:.1f} %")
         elif task == "random_generation":
-            parts.append(f"random validity {section['model']['validity']:.1f} %")
+            rate = lambda m: f"{m['validity']:.1f} / {m['uniqueness']:.1f} %"
+            parts.append(f"random validity / uniqueness {rate(section['model'])}" + _constrained(section, rate))
         elif task == "pseudo_cell_generation":
-            parts.append(f"pseudo-cell k-NN quality@5 {section['knn']['expression']['model']['5']['quality']:.1f} %")
+            knn = section["knn"]["expression"]
+            quality = lambda m: f"{m['5']['quality']:.1f} %"
+            parts.append(f"pseudo-cell k-NN quality@5 {quality(knn['model'])}" + _constrained(knn, quality))
     return "; ".join(parts)
+
+
+def _constrained(section: dict, show) -> str:
+    return f" (gene-constrained {show(section['model_constrained'])})" if "model_constrained" in section else ""

@@ -16,6 +16,8 @@ Pseudo-cell set-up (see `neighbours` for the k-NN definitions):
   expression against the split's real cells (how separable the types are before any sentence).
 - Distribution distances use the *train* split's real cells as reference (disjoint from both the
   generated and the held-out real cells), in a 10-component PCA of reconstructed expression.
+- Gene-constrained answers (exactly N distinct genes of the model's vocabulary), when given, are
+  scored exactly like the free ones, as the system `model_constrained`.
 """
 from __future__ import annotations
 
@@ -74,9 +76,13 @@ class Space:
         return Space(sorted(named & vocabulary), self.fit, self.top_k)
 
 
-def random_generation(outputs: Sequence[str], real_targets: Sequence[str], genes: Sequence[str], top_k: int) -> dict:
-    """Model metrics and the `real_sentences` baseline (the split's own random-generation targets)."""
+def random_generation(outputs: Sequence[str], real_targets: Sequence[str], genes: Sequence[str], top_k: int,
+                      constrained: Sequence[str] | None = None) -> dict:
+    """Model metrics (free, and gene-constrained when given) and the `real_sentences` baseline (the
+    split's own random-generation targets)."""
     result = {"model": sentence_metrics(outputs, genes, top_k), "n_genes_requested": top_k}
+    if constrained is not None:
+        result["model_constrained"] = sentence_metrics(constrained, genes, top_k)
     if real_targets:
         result["baselines"] = {"real_sentences": sentence_metrics(real_targets, genes, top_k)}
     return result
@@ -92,35 +98,38 @@ def knn_in_space(to_reference: np.ndarray, among: np.ndarray, query_labels: Sequ
 
 
 def pseudo_cells(outputs: Sequence[str], requested: Sequence[str], own: CellSet, reference: CellSet,
-                 train: CellSet | None, space: Space, workers: int = 1) -> tuple[dict, dict]:
-    """Metrics of the pseudo-cell task and the points for the PCA figure.
+                 train: CellSet | None, space: Space, workers: int = 1,
+                 constrained: Sequence[str] | None = None) -> tuple[dict, dict]:
+    """Metrics of the pseudo-cell task and the points for the PCA figure (the free answers'): the
+    sentence checks of random generation per system (`model`, `model_constrained`), k-NN tables
+    and distribution distances.
 
     `own`: the real cells the pseudo-cell records were built from (same order as `outputs`);
-    `reference`: the split's labelled real cells; `train`: the train split's (for distances).
+    `reference`: the split's labelled real cells; `train`: the train split's (for distances);
+    `constrained`: gene-constrained answers to the same records, scored as `model_constrained`.
     """
     requested = [str(r) for r in requested]
     unknown = _unknown_words(outputs, space)
-    space = space.restricted(outputs, own.sentences, reference.sentences, train.sentences if train else [])
-    generated = space.reconstruct(outputs)
+    answers = {"model": outputs} | ({} if constrained is None else {"model_constrained": constrained})
+    sentences = {name: sentence_metrics(texts, space.genes, space.top_k) for name, texts in answers.items()}
+    space = space.restricted(*answers.values(), own.sentences, reference.sentences, train.sentences if train else [])
+    generated = {name: space.reconstruct(sentences) for name, sentences in answers.items()}
     own_points, ref_points = space.reconstruct(own.sentences), space.reconstruct(reference.sentences)
     euclid, lev = neighbours.euclidean_distances, neighbours.levenshtein_distances
-    expression = {
-        "model": knn_in_space(euclid(generated, ref_points), euclid(generated, generated), requested, reference),
-        "real_sentences": knn_in_space(euclid(own_points, ref_points), euclid(own_points, own_points),
-                                       own.labels, reference, own.cell_ids),
-    }
+    expression = {name: knn_in_space(euclid(points, ref_points), euclid(points, points), requested, reference)
+                  for name, points in generated.items()}
+    expression["real_sentences"] = knn_in_space(euclid(own_points, ref_points), euclid(own_points, own_points),
+                                                own.labels, reference, own.cell_ids)
     if own.expression is not None and reference.expression is not None:
         a, b = own.expression, reference.expression
         expression["real_expression"] = knn_in_space(sparse_euclidean(a, b), sparse_euclidean(a, a), own.labels,
                                                      reference, own.cell_ids)
-    levenshtein = {
-        "model": knn_in_space(lev(outputs, reference.sentences, workers), lev(outputs, outputs, workers),
-                              requested, reference),
-        "real_sentences": knn_in_space(lev(own.sentences, reference.sentences, workers),
-                                       lev(own.sentences, own.sentences, workers), own.labels, reference,
-                                       own.cell_ids),
-    }
-    result = {"n": len(outputs), "knn": {"expression": expression, "levenshtein": levenshtein},
+    levenshtein = {name: knn_in_space(lev(sentences, reference.sentences, workers), lev(sentences, sentences, workers),
+                                      requested, reference) for name, sentences in answers.items()}
+    levenshtein["real_sentences"] = knn_in_space(lev(own.sentences, reference.sentences, workers),
+                                                 lev(own.sentences, own.sentences, workers), own.labels, reference,
+                                                 own.cell_ids)
+    result = {"n": len(outputs), **sentences, "knn": {"expression": expression, "levenshtein": levenshtein},
               "unknown_words_per_cell": unknown}
     figure = {}
     if train is not None and len(train) >= 2:
@@ -141,21 +150,24 @@ def _unknown_words(outputs: Sequence[str], space: Space) -> float:
     return float(np.mean([sum(w not in genes for w in ws) for ws in words])) if words else 0.0
 
 
-def _distances(generated: np.ndarray, requested: Sequence[str], own_points: np.ndarray, own_labels: Sequence[str],
-               train: CellSet, space: Space) -> tuple[dict, dict]:
-    """Per-type MMD / Frechet against the train cells, model and held-out real cells; figure points."""
+def _distances(generated: dict[str, np.ndarray], requested: Sequence[str], own_points: np.ndarray,
+               own_labels: Sequence[str], train: CellSet, space: Space) -> tuple[dict, dict]:
+    """Per-type MMD / Frechet against the train cells of each model system (`generated`: points
+    by system name) and of the held-out real cells; figure points of the free model's cells."""
     train_points = space.reconstruct(train.sentences)
     projection = distributions.Projection.fit(train_points, PCA_COMPONENTS)
     ref = projection.transform(train_points)
     ref_types = np.asarray(train.labels, dtype=object)
     gamma = distributions.median_gamma(ref)
-    candidates = {"model": (generated, requested), "real_sentences": (own_points, own_labels)}
+    candidates = {name: (points, requested) for name, points in generated.items()}
+    candidates["real_sentences"] = (own_points, own_labels)
     result = {"reference": "train split, reconstructed from top-N sentences", "pca_components": len(projection.components),
               "gamma": gamma}
     for name, (points, types) in candidates.items():
         result[name] = distributions.per_type_distances(projection.transform(points), np.asarray(types, dtype=object),
                                                         ref, ref_types, gamma)
-    figure = {"reference": ref[:, :2], "reference_types": ref_types, "generated": projection.transform(generated)[:, :2],
+    figure = {"reference": ref[:, :2], "reference_types": ref_types,
+              "generated": projection.transform(generated["model"])[:, :2],
               "generated_types": np.asarray(requested, dtype=object),
               "explained": projection.explained_variance_ratio[:2].tolist()}
     return result, figure

@@ -2,9 +2,11 @@
 
 `evaluate_predictions` is the one boundary between a model and its evaluation. Whatever produced
 the answers (our decoder, `chatcell generate`, a converted ChatCell checkpoint, another tool),
-scoring starts from records of the split plus their `output` text (and, for the classification
-tasks, optional `label_probs`: {label: probability} from constrained scoring), so every number can
-be rebuilt from a predictions file without running a model.
+scoring starts from records of the split plus their `output` text (and, optionally, constrained
+answers: for the classification tasks `label_probs`, {label: probability} from label scoring; for
+the generation tasks `output_genes`, a gene-constrained answer), so every number can be rebuilt
+from a predictions file without running a model. Constrained answers are scored as
+`model_constrained` next to `model` when every record of the task has them.
 """
 from __future__ import annotations
 
@@ -58,6 +60,8 @@ def check_predictions(predictions: Sequence[dict]) -> dict[str, list[dict]]:
                              "so every record keeps its task, label and cell_id")
         if "target" not in record:
             raise InputError(f"prediction {number} has no 'target' (the reference answer)")
+        if not isinstance(record.get("output_genes", ""), str):
+            raise InputError(f"prediction {number}: 'output_genes' must be a string (space-joined genes)")
         by_task[record["task"]].append(record)
     return dict(by_task)
 
@@ -126,6 +130,13 @@ def _space(manifest: dict) -> generation.Space:
     return generation.Space(list(manifest["dataset_genes"]), InverseFit.from_dict(fit), int(manifest.get("top_k") or 100))
 
 
+def _gene_answers(records: Sequence[dict]) -> list[str] | None:
+    """The gene-constrained answers (`output_genes`), when every record has one."""
+    if not all(isinstance(r.get("output_genes"), str) for r in records):
+        return None
+    return [r["output_genes"] for r in records]
+
+
 def pseudo_cell_task(records: Sequence[dict], manifest: dict, real: RealCellSets,
                      options: EvaluateOptions) -> tuple[dict, dict]:
     reference = real.split()
@@ -137,13 +148,13 @@ def pseudo_cell_task(records: Sequence[dict], manifest: dict, real: RealCellSets
     else:
         own = generation.CellSet(keys, [r["label"] for r in records], [r["target"] for r in records])
     return generation.pseudo_cells([r["output"] for r in records], [r["label"] for r in records], own, reference,
-                                   real.train(), _space(manifest), options.workers)
+                                   real.train(), _space(manifest), options.workers, _gene_answers(records))
 
 
 def random_generation_task(records: Sequence[dict], split_records: Sequence[dict], manifest: dict) -> dict:
     real = [r["target"] for r in split_records if r.get("task") == "random_generation"]
     return generation.random_generation([r["output"] for r in records], real, manifest["dataset_genes"],
-                                        int(manifest.get("top_k") or 100))
+                                        int(manifest.get("top_k") or 100), _gene_answers(records))
 
 
 # --- the whole evaluation ----------------------------------------------------------------------------

@@ -2,9 +2,14 @@
 
 Answers are produced the way ChatCell produced the ones it scored: sampled with its published
 settings (top-k 50, top-p 0.95, no repeated bigrams), one answer per record, through the batch job
-`chatcell_jax.tasks.generate_jsonl` (the same code as `chatcell generate`). For the classification
-tasks the model also scores every label as a whole answer (`Generator.classify`), giving
-`label_probs` and a constrained answer that is never malformed; the report shows both.
+`chatcell_jax.tasks.generate_jsonl` (the same code as `chatcell generate`). Constrained answers
+are produced as well (unless `constrained` is False) and the report shows both kinds:
+
+- classification tasks: the model scores every label as a whole answer (`Generator.classify`),
+  giving `label_probs` and a constrained answer that is never malformed;
+- generation tasks: a gene-constrained answer, `output_genes`, sampled with the same settings but
+  exactly N (the data's top-N) distinct genes of the model's vocabulary (`GeneConstraint`). A
+  tokenizer without single-token genes (the published ChatCell's) gets none, with a warning.
 
 The generation stack is imported lazily: evaluation of existing predictions never needs JAX.
 """
@@ -22,6 +27,7 @@ from chatcell_jax.errors import InputError
 log = logging.getLogger(__name__)
 
 LABEL_SETS = {"annotation": "cell_type", "drug_sensitivity": "response"}
+GENERATION_TASKS = ("random_generation", "pseudo_cell_generation")
 
 
 def _generation_modules():
@@ -38,7 +44,8 @@ def _generation_modules():
 def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: dict, *, batch_size: int = 16,
                     max_source_length: int = 512, max_new_tokens: int | None = None, seed: int = 0,
                     constrained: bool = True, truncate: bool = False, progress: bool = False) -> list[dict]:
-    """Each record plus `output` (sampled answer) and, for classification records, `label_probs`."""
+    """Each record plus `output` (sampled answer) and, with `constrained`, `label_probs` for the
+    classification records and `output_genes` for the generation records."""
     tasks, inference, decoding = _generation_modules()
     generator, _ = inference.load_generator(model_ref, batch_size=batch_size, max_source_length=max_source_length)
     top_k = int(manifest.get("top_k") or 100)
@@ -51,7 +58,26 @@ def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: di
         predictions = [json.loads(line) for line in answers.read_text(encoding="utf-8").splitlines() if line.strip()]
     if constrained:
         _add_label_probs(generator, predictions, manifest, truncate, progress)
+        _add_gene_answers(generator, predictions, manifest, cfg, seed, truncate, progress)
     return predictions
+
+
+def _add_gene_answers(generator, predictions: list[dict], manifest: dict, cfg, seed: int, truncate: bool,
+                      progress: bool) -> None:
+    from chatcell_jax.generation import GeneConstraint
+
+    rows = [p for p in predictions if p.get("task") in GENERATION_TASKS]
+    if not rows:
+        return
+    try:
+        constraint = GeneConstraint(generator.gene_vocabulary(manifest), int(manifest.get("top_k") or 100))
+    except InputError as err:  # e.g. an add_tokens tokenizer: the free answers are still scored
+        log.warning("no gene-constrained generation answers: %s", err)
+        return
+    answers = generator.generate([p["source"] for p in rows], cfg, seed=seed, truncate=truncate, progress=progress,
+                                 constraint=constraint)
+    for record, options in zip(rows, answers):
+        record["output_genes"] = options[0].text
 
 
 def _add_label_probs(generator, predictions: list[dict], manifest: dict, truncate: bool, progress: bool) -> None:

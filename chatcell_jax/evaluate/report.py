@@ -27,6 +27,8 @@ SENTENCE_COLUMNS = [("mean_length", "mean length"), ("length_gap", "length - N")
                     ("uniqueness", "uniqueness %"), ("empty", "empty %")]
 TITLES = {"annotation": "Cell type annotation", "drug_sensitivity": "Drug sensitivity",
           "random_generation": "Random cell generation", "pseudo_cell_generation": "Pseudo-cell generation"}
+# How a system of metrics.json is named in tables and bars.
+SYSTEM_NAMES = {"model_constrained": "model (constrained)"}
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -99,11 +101,13 @@ def headline_groups(tasks: dict) -> dict[str, dict[str, float]]:
             groups[f"{task}\naccuracy"] = bars
     if "pseudo_cell_generation" in tasks:
         knn = tasks["pseudo_cell_generation"]["knn"]["expression"]
-        groups["pseudo-cell\nk-NN quality K=5"] = {name: table["5"]["quality"] for name, table in knn.items()}
+        groups["pseudo-cell\nk-NN quality K=5"] = {SYSTEM_NAMES.get(name, name): table["5"]["quality"]
+                                                   for name, table in knn.items()}
     if "random_generation" in tasks:
         rg = tasks["random_generation"]
-        groups["random generation\nvalidity"] = {"model": rg["model"]["validity"]} | {
-            name: m["validity"] for name, m in rg.get("baselines", {}).items()}
+        systems = {name: rg[name] for name in ("model", "model_constrained") if name in rg} | rg.get("baselines", {})
+        groups["random generation\nvalidity"] = {SYSTEM_NAMES.get(name, name): m["validity"]
+                                                  for name, m in systems.items()}
     return groups
 
 
@@ -146,13 +150,28 @@ def _classification_md(task: str, section: dict) -> list[str]:
     return lines + _table(["system"] + [title for _, title in CLASSIFICATION_COLUMNS], rows)
 
 
+CONSTRAINED_GENES = ("The constrained answers are sampled with the same settings, but may only be N distinct genes "
+                     "the model's tokenizer holds as single tokens: valid, unique and of length N by construction.")
+
+
+def _sentence_rows(section: dict) -> list[list]:
+    """The model's sentence checks: free text, and gene-constrained when present."""
+    keys = [k for k, _ in SENTENCE_COLUMNS]
+    rows = [["model (free text)"] + [section["model"][k] for k in keys]]
+    if "model_constrained" in section:
+        rows.append(["model (constrained to N distinct genes)"] + [section["model_constrained"][k] for k in keys])
+    return rows
+
+
 def _random_md(section: dict) -> list[str]:
     keys = [k for k, _ in SENTENCE_COLUMNS]
-    rows = [["model"] + [section["model"][k] for k in keys]]
+    rows = _sentence_rows(section)
     rows += [[f"baseline: {name}"] + [m[k] for k in keys] for name, m in section.get("baselines", {}).items()]
     rows += _published_rows("random_generation", keys)
-    lines = [f"## {TITLES['random_generation']}", "",
-             f"{section['model']['n']} generated sentences, N = {section['n_genes_requested']} genes requested.", ""]
+    text = f"{section['model']['n']} generated sentences, N = {section['n_genes_requested']} genes requested."
+    if "model_constrained" in section:
+        text += " " + CONSTRAINED_GENES
+    lines = [f"## {TITLES['random_generation']}", "", text, ""]
     return lines + _table(["system"] + [title for _, title in SENTENCE_COLUMNS], rows)
 
 
@@ -170,10 +189,16 @@ def _pseudo_md(section: dict) -> list[str]:
     ks = list(next(iter(knn["expression"].values())))
     header = ["space", "system"] + [f"K={k}" for k in ks]
     lines = [f"## {TITLES['pseudo_cell_generation']}", "",
-             f"{section['n']} generated cells; mean unknown words per cell: {section['unknown_words_per_cell']:.2f}. "
+             f"{section['n']} generated cells; mean unknown words per free-text cell: "
+             f"{section['unknown_words_per_cell']:.2f}. "
              "`real_sentences`: the real cells of the same records (their own top-N sentences, the cell itself "
              "left out of the reference); `real_expression`: the same cells by full normalised expression. "
-             "A K in brackets is the K actually used (fewer cells than K).", "", "### k-NN quality (%)", ""]
+             + ("`model_constrained`: the model's gene-constrained answers (same sampling settings, exactly N "
+                "distinct genes of its vocabulary). " if "model_constrained" in knn["expression"] else "")
+             + "A K in brackets is the K actually used (fewer cells than K).", ""]
+    lines += ["### Generated sentences", ""] + ([CONSTRAINED_GENES, ""] if "model_constrained" in section else [])
+    lines += _table(["system"] + [title for _, title in SENTENCE_COLUMNS], _sentence_rows(section))
+    lines += ["### k-NN quality (%)", ""]
     lines += _table(header, _knn_rows(knn, "quality"))
     for metric, systems in PUBLISHED["pseudo_cell_generation"].items():
         lines.append("Reference (" + SOURCE + "), " + metric + ": "
@@ -188,7 +213,7 @@ def _pseudo_md(section: dict) -> list[str]:
 
 
 def _distances_md(distances: dict) -> list[str]:
-    systems = [name for name in ("model", "real_sentences") if name in distances]
+    systems = [name for name in ("model", "model_constrained", "real_sentences") if name in distances]
     types = sorted(set().union(*(distances[s]["per_type"] for s in systems)))
     rows = [[t] + [distances[s]["per_type"].get(t, {}).get(key) for s in systems for key in ("mmd", "frechet")]
             for t in types]
