@@ -11,7 +11,7 @@ comma := ,
 EXTRAS := $(if $(filter 1,$(IS_PY311)),dev$(comma)hf,dev)
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo_out
-DEMO_STEPS ?= 500
+DEMO_STEPS ?=
 
 .PHONY: demo test setup clean
 
@@ -28,7 +28,7 @@ test: $(STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py --out $(DEMO_DIR) --steps $(DEMO_STEPS)
+	$(PY) scripts/demo.py --out $(DEMO_DIR) $(if $(DEMO_STEPS),--steps $(DEMO_STEPS),)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

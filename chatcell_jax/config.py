@@ -63,6 +63,7 @@ class TrainConfig:
     loss_normalization: str = "tokens"  # tokens (HF's token mean) | examples (each answer counts once) | tasks
     task_weights: dict[str, float] = field(default_factory=dict)  # `tasks` mode: {task: weight}, default 1 each
     task_sampling: str | dict[str, float] = "proportional"  # proportional | uniform | {task: rate}
+    decoder_input_dropout: float = 0.0  # teacher-forcing inputs replaced by <unk> at this rate (word dropout)
     label_smoothing: float = 0.0
     z_loss: float = 0.0  # t5x's log(Z)^2 penalty (1e-4 there); keeps logits near zero in bf16
     # --- parallelism ---
@@ -105,7 +106,7 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"config key {name!r} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        for name in ("dropout_rate", "label_smoothing"):
+        for name in ("dropout_rate", "label_smoothing", "decoder_input_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise InputError(f"config key {name!r} must be in [0, 1), got {getattr(self, name)!r}")
         if not 0.0 <= self.end_learning_rate_ratio <= 1.0:

@@ -61,7 +61,7 @@ def write_synthetic_drug_fixture(path: Path, n_cells: int = 240, seed: int = 0) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
-    parser.add_argument("--steps", type=int, default=500, help="training steps (DEMO_STEPS)")
+    parser.add_argument("--steps", type=int, help="training steps (DEMO_STEPS; default: configs/train/demo.yaml's)")
     args = parser.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -73,10 +73,11 @@ def main() -> None:
            SYNTHETIC_DRUG, "--response-key", "response", "--out", str(out / "data"), "--overwrite"])
     stage("Step 2: vocabulary adaptation (one token per gene)",
           ["tokenizer", "--data", str(out / "data"), "--out", str(out / "tokenizer"), "--overwrite"])
-    stage(f"Train the tiny preset ({args.steps} steps)",
+    steps = [] if args.steps is None else ["--set", f"steps={args.steps}"]
+    length = "configs/train/demo.yaml's steps" if args.steps is None else f"{args.steps} steps"
+    stage(f"Train the tiny preset ({length})",
           ["train", "--config", "configs/train/demo.yaml", "--set", f"data={out / 'data'}",
-           "--set", f"tokenizer={out / 'tokenizer'}", "--set", f"out={out / 'run'}", "--set", f"steps={args.steps}",
-           "--set", "overwrite=true"])
+           "--set", f"tokenizer={out / 'tokenizer'}", "--set", f"out={out / 'run'}", *steps, "--set", "overwrite=true"])
     stage("Evaluate on the test split (metrics, baselines, report)",
           ["evaluate", str(out / "run"), "--data", str(out / "data"), "--split", "test", "--out",
            str(out / "report"), "--overwrite"])

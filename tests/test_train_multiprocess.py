@@ -1,4 +1,5 @@
-"""Two processes x 2 CPU devices (gloo on 127.0.0.1) train exactly like one process x 4 devices."""
+"""Two processes x 2 CPU devices (gloo on 127.0.0.1) train exactly like one process x 4 devices,
+with the task-balanced objective and task mixing (their weights are counted over the global batch)."""
 import socket
 import subprocess
 
@@ -18,7 +19,7 @@ def _free_port() -> int:
 
 def _args(data, tok, out, mesh):
     sets = [f"data={data}", f"tokenizer={tok}", f"out={out}", "steps=5", "batch_size=8", f"mesh={mesh}",
-            "eval_every=5", "eval_batches=2", "warmup_steps=2", "learning_rate=0.003", *SMALL]
+            "eval_every=5", "eval_batches=2", "warmup_steps=2", "learning_rate=0.003", "loss_normalization=tasks", "task_sampling=uniform", *SMALL]
     return ["train", "--config", "configs/train/demo.yaml", "--no-progress", *[a for s in sets for a in ("--set", s)]]
 
 
@@ -42,6 +43,9 @@ def test_two_processes_equal_one(tmp_path):
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5]
     np.testing.assert_allclose([b[s] for s in range(1, 6)], [a[s] for s in range(1, 6)], rtol=0, atol=1e-5)
+    objectives = [[r["objective"] for r in _metrics(run) if "objective" in r]
+                  for run in (tmp_path / "one", tmp_path / "two")]
+    np.testing.assert_allclose(objectives[1], objectives[0], rtol=0, atol=1e-5)
     valid = [[r["valid_loss"] for r in m if "valid_loss" in r] for m in (_metrics(tmp_path / "one"),
                                                                           _metrics(tmp_path / "two"))]
     np.testing.assert_allclose(valid[1], valid[0], rtol=0, atol=1e-5)

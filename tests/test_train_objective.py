@@ -132,3 +132,20 @@ def test_uniform_sampling_balances_batches_and_is_seeded():
         draws.setdefault(seed, []).append(tasks)
         assert np.sum(tasks == ANNOTATION) == 20 and np.sum(tasks == RANDOM) == 20  # 1:1, not 1:10
     assert np.array_equal(draws[0][0], draws[0][1])
+
+
+def test_decoder_input_dropout_hides_part_of_the_prefix_but_never_a_start():
+    import jax
+
+    from chatcell_jax.train.step import drop_decoder_inputs
+
+    inputs = np.tile(np.arange(0, 40, dtype=np.int32), (64, 1))  # id 0 (the start) at position 0
+    inputs[:, 20] = 0  # a packed segment's start
+    batch = {"decoder_input_ids": jnp.asarray(inputs)}
+    out = np.asarray(drop_decoder_inputs(batch, jax.random.key(0), 0.3, 0, 2)["decoder_input_ids"])
+    dropped = out != inputs
+    assert not dropped[:, [0, 20]].any()
+    assert np.all(out[dropped] == 2)
+    assert 0.25 < dropped.mean() / (38 / 40) < 0.35
+    again = np.asarray(drop_decoder_inputs(batch, jax.random.key(0), 0.3, 0, 2)["decoder_input_ids"])
+    assert np.array_equal(out, again)

@@ -135,7 +135,8 @@ class Trainer:
             self.state = self.checkpoints.restore(latest, target, self.batches.grain_iterator)
         self.start_step = int(self.state["step"])
         objective = Objective(config.loss_normalization, config.task_weight_vector(), config.label_smoothing,
-                              config.z_loss)
+                              config.z_loss, config.decoder_input_dropout,
+                              self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else 2)
         self.step_fn, self.eval_fn = compile_steps(self.model_cfg, tx, self.schedule, config.grad_accum_steps,
                                                    objective, self.shardings, self.batch_sharding)
         self.metrics = MetricsLog(self.run_dir, config.tensorboard, resume_step=self.start_step if latest else None)
