@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property, partial
 
@@ -36,6 +36,9 @@ from chatcell_jax.model.config import T5Config
 from chatcell_jax.tokenizer import META
 
 log = logging.getLogger(__name__)
+
+# How to get free text instead, named in every error of gene-constrained generation.
+FREE_HINT = 'or decode freely (--free; web API: "free": true)'
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class GeneVocabulary:
     def _gene_of(self) -> dict[int, str]:
         return dict(zip(self.token_ids, self.genes))
 
-    def text(self, token_ids) -> str:
+    def text(self, token_ids: Iterable[int]) -> str:
         """The space-joined genes of a constrained answer's ids (start and EOS ids are not genes)."""
         return " ".join(self._gene_of[i] for i in map(int, token_ids) if i in self._gene_of)
 
@@ -82,8 +85,8 @@ def single_token_genes(tokenizer, genes: Sequence[str], vocab_size: int) -> Gene
     (our tokenizer holds the genes of the training sentences, not every gene of the data set)."""
     genes = list(dict.fromkeys(genes))
     if not genes:
-        raise InputError("no genes to constrain generation to: the manifest lists none; pass --free to decode "
-                         "freely")
+        raise InputError(f"no genes to constrain generation to: the manifest lists none; give the training data's "
+                         f"manifest (--manifest), {FREE_HINT}")
     ids = tokenizer.convert_tokens_to_ids([META + g for g in genes])
     pieces = tokenizer(genes, add_special_tokens=False)["input_ids"]
     special = set(tokenizer.all_special_ids)
@@ -92,7 +95,7 @@ def single_token_genes(tokenizer, genes: Sequence[str], vocab_size: int) -> Gene
     if not found:
         raise InputError("gene-constrained generation needs one token per gene, and this tokenizer has none of the "
                          f"{len(genes)} genes as a single token (e.g. an add_tokens tokenizer, as the published "
-                         "ChatCell's); rebuild it with `chatcell tokenizer`, or pass --free to decode freely")
+                         f"ChatCell's); rebuild it with `chatcell tokenizer`, {FREE_HINT}")
     if len(found) < len(genes):
         log.info("gene-constrained generation: %d of %d genes are single tokens of the tokenizer; the rest "
                  "cannot be generated", len(found), len(genes))
@@ -111,8 +114,7 @@ class GeneConstraint:
             raise InputError(f"gene-constrained generation needs at least 1 gene, not {self.n_genes}")
         if self.n_genes > len(self.vocabulary):
             raise InputError(f"{self.n_genes} distinct genes requested, but the model has only {len(self.vocabulary)} "
-                             f"genes as single tokens; ask for at most {len(self.vocabulary)}, or pass --free to "
-                             "decode freely")
+                             f"genes as single tokens; ask for at most {len(self.vocabulary)}, {FREE_HINT}")
 
     def config(self, cfg: GenerationConfig) -> GenerationConfig:
         """`cfg`'s search and sampling settings, constrained (max_new_tokens becomes N + 1)."""

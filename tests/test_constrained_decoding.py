@@ -187,7 +187,8 @@ def test_every_search_gives_exactly_n_distinct_valid_genes(setup, search, n):
 
 def test_all_vocabulary_genes_can_be_asked_for(setup):
     generator, manifest, vocabulary = setup
-    answers = generator.generate(PROMPTS[:1], GenerationConfig(), constraint=GeneConstraint(vocabulary, len(vocabulary)))
+    everything = GeneConstraint(vocabulary, len(vocabulary))
+    answers = generator.generate(PROMPTS[:1], GenerationConfig(), constraint=everything)
     assert sorted(answers[0][0].text.split()) == sorted(vocabulary.genes)
 
 
@@ -318,3 +319,18 @@ def test_the_free_flags_parse():
     assert parser.parse_args(["chat", "m", "--free"]).free and not parser.parse_args(["chat", "m"]).free
     args = parser.parse_args(["generate-cells", "m", "--out", "x.h5ad", "--free"])
     assert args.free and not parser.parse_args(["generate-cells", "m", "--out", "x.h5ad"]).free
+
+
+def test_evaluate_skips_gene_answers_a_tokenizer_cannot_spell(setup, caplog):
+    """`chatcell evaluate` on a model whose tokenizer has no single-token genes (the published
+    ChatCell's) still scores its free answers: the constrained ones are left out, with a warning."""
+    from chatcell_jax.evaluate.predict import _add_gene_answers
+
+    generator, manifest, vocabulary = setup
+    records = [{"task": "random_generation", "source": PROMPTS[1]}, {"task": "annotation", "source": PROMPTS[2]}]
+    _add_gene_answers(generator, records, {"dataset_genes": ["NOT-A-GENE-1"], "top_k": 5}, CHATCELL_SAMPLING, 0,
+                      False, False)
+    assert "one token per gene" in caplog.text and not any("output_genes" in r for r in records)
+    _add_gene_answers(generator, records, manifest, CHATCELL_SAMPLING, 0, False, False)
+    assert is_gene_list(records[0]["output_genes"], vocabulary.genes, manifest["top_k"])
+    assert "output_genes" not in records[1]

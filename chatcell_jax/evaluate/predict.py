@@ -72,7 +72,7 @@ def _add_gene_answers(generator, predictions: list[dict], manifest: dict, cfg, s
     try:
         constraint = GeneConstraint(generator.gene_vocabulary(manifest), int(manifest.get("top_k") or 100))
     except InputError as err:  # e.g. an add_tokens tokenizer: the free answers are still scored
-        log.warning("no gene-constrained generation answers: %s", err)
+        log.warning("no gene-constrained generation answers, only the free ones are scored: %s", err)
         return
     answers = generator.generate([p["source"] for p in rows], cfg, seed=seed, truncate=truncate, progress=progress,
                                  constraint=constraint)
