@@ -18,11 +18,11 @@ from chatcell_jax import prompts
 from chatcell_jax.decoding import CHATCELL_SAMPLING, GenerationConfig
 from chatcell_jax.errors import InputError
 from chatcell_jax.generation import GeneConstraint, Generator, GeneVocabulary
+from chatcell_jax.templates import GENERATION_TASKS
 
 log = logging.getLogger(__name__)
 
 MODES = ("beam", "greedy", "sample")
-GENERATION_TASKS = ("random_generation", "pseudo_cell_generation")
 
 
 def generation_config(options: dict, default_new_tokens: int) -> GenerationConfig:

@@ -119,6 +119,7 @@ DRUG_SENSITIVITY = [
 ]
 
 TASKS = ("random_generation", "pseudo_cell_generation", "annotation", "drug_sensitivity")
+GENERATION_TASKS = TASKS[:2]  # answered with a list of genes (gene-constrained by default)
 
 # Letters whose spoken name starts with a vowel sound: "an NK cell", "an HSC", "a CD4+ T cell".
 _VOWEL_SOUND_LETTERS = set("AEFHILMNORSX")

@@ -23,11 +23,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.templates import GENERATION_TASKS
 
 log = logging.getLogger(__name__)
 
 LABEL_SETS = {"annotation": "cell_type", "drug_sensitivity": "response"}
-GENERATION_TASKS = ("random_generation", "pseudo_cell_generation")
 
 
 def _generation_modules():
