@@ -12,7 +12,8 @@ cells. The table shows mean +- standard deviation over the seeds (and the min-ma
 model's free answers (sampled, ChatCell's settings) and its constrained answers (labels scored as
 whole answers; genes-only decoding for generation), with the baselines once (they do not depend
 on the model seed). Each finished run is appended to `OUT/results.jsonl`, and a run already there
-is not repeated, so an interrupted grid continues where it stopped.
+is not repeated, so an interrupted grid continues where it stopped (`--reevaluate` scores the finished
+runs again, e.g. after a change to the evaluation, without training them again).
 
 A grid file maps setting names to overrides:
 
@@ -100,17 +101,23 @@ def prepare(out: Path, args: argparse.Namespace, extra: list[str]) -> tuple[Path
 
 def train_and_evaluate(out: Path, name: str, seed: int, data: Path, tokenizer: Path, args: argparse.Namespace,
                        overrides: list[str]) -> dict:
-    run, report = out / "runs" / f"{name}-seed{seed}", out / "reports" / f"{name}-seed{seed}"
+    run = out / "runs" / f"{name}-seed{seed}"
     sets = [f"data={data}", f"tokenizer={tokenizer}", f"out={run}", f"seed={seed}", "overwrite=true",
             *args.set, *overrides]
     started = time.perf_counter()
     _run(["train", "--config", str(args.config), "--no-progress", *[a for s in sets for a in ("--set", s)]])
-    train_s = time.perf_counter() - started
-    _run(["evaluate", str(run), "--data", str(data), "--split", "test", "--out", str(report), "--overwrite",
-          "--seed", str(seed), "--no-progress"])
-    metrics = json.loads((report / "metrics.json").read_text())
-    return {"setting": name, "seed": seed, "overrides": [*args.set, *overrides], "train_s": train_s,
-            "tasks": metrics["tasks"]}
+    result = {"setting": name, "seed": seed, "overrides": [*args.set, *overrides],
+              "train_s": time.perf_counter() - started}
+    return evaluate(out, result, data)
+
+
+def evaluate(out: Path, result: dict, data: Path) -> dict:
+    """`chatcell evaluate` of the result's run on the test split; the result with its metrics."""
+    tag = f"{result['setting']}-seed{result['seed']}"
+    report = out / "reports" / tag
+    _run(["evaluate", str(out / "runs" / tag), "--data", str(data), "--split", "test", "--out", str(report),
+          "--overwrite", "--seed", str(result["seed"]), "--no-progress"])
+    return {**result, "tasks": json.loads((report / "metrics.json").read_text())["tasks"]}
 
 
 def _get(tree: dict, path: tuple[str, ...]) -> float | None:
@@ -153,6 +160,27 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+SUMMARY = [("annotation free", ("annotation", "model", "accuracy")),
+           ("annotation constrained", ("annotation", "model_constrained", "accuracy")),
+           ("annotation malformed", ("annotation", "model", "malformed")),
+           ("drug free", ("drug_sensitivity", "model", "accuracy")),
+           ("pseudo-cell q@5 constrained",
+            ("pseudo_cell_generation", "knn", "expression", "model_constrained", "5", "quality")),
+           ("pseudo-cell discr.@5 constrained",
+            ("pseudo_cell_generation", "knn", "expression", "model_constrained", "5", "discriminability"))]
+
+
+def summary_table(results: list[dict]) -> str:
+    """Markdown: one row per setting, the headline numbers (mean +- sd over seeds)."""
+    lines = ["| setting | seeds | train s | " + " | ".join(name for name, _ in SUMMARY) + " |",
+             "|---|---|---|" + "---|" * len(SUMMARY)]
+    for name in dict.fromkeys(r["setting"] for r in results):
+        runs = [r for r in results if r["setting"] == name]
+        cells = [_cell([_get(r["tasks"], path) for r in runs]).split(" (")[0] for _, path in SUMMARY]
+        lines.append(f"| {name} | {len(runs)} | {np.mean([r['train_s'] for r in runs]):.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def load_settings(args: argparse.Namespace) -> dict[str, dict]:
     if args.grid is None:
         return {args.name: {"set": [], "prepare": []}}
@@ -175,6 +203,8 @@ def main() -> None:
     parser.add_argument("--name", default="demo recipe", help="the setting's name without --grid")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 per setting")
     parser.add_argument("--out", type=Path, default=Path("bench_quality_out"))
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="evaluate finished runs again instead of skipping them (after a change to evaluation)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "results.jsonl"
@@ -182,14 +212,19 @@ def main() -> None:
     for name, spec in load_settings(args).items():
         data, tokenizer = prepare(args.out, args, spec["prepare"])
         for seed in range(args.seeds):
-            if any(r["setting"] == name and r["seed"] == seed for r in done):
+            finished = next((r for r in done if r["setting"] == name and r["seed"] == seed), None)
+            if finished is not None and args.reevaluate:
+                done[done.index(finished)] = evaluate(args.out, finished, data)
+                results_file.write_text("".join(json.dumps(r) + "\n" for r in done))
+            if finished is not None:
                 continue
             result = train_and_evaluate(args.out, name, seed, data, tokenizer, args, spec["set"])
             with results_file.open("a") as handle:
                 handle.write(json.dumps(result) + "\n")
             done.append(result)
     wanted = set(load_settings(args))
-    text = table([r for r in done if r["setting"] in wanted and r["seed"] < args.seeds])
+    chosen = [r for r in done if r["setting"] in wanted and r["seed"] < args.seeds]
+    text = summary_table(chosen) + "\n\n" + table(chosen)
     (args.out / "table.md").write_text(text + "\n")
     print("\n" + text)
 
