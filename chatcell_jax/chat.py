@@ -6,7 +6,9 @@ set with a probability for each label, so the answer is never malformed. Generat
 gene-constrained by default, in the chosen decoding mode: exactly N distinct genes of the model's
 vocabulary (N from the question, else the training top-N), so a generated cell is never malformed
 either; the option `free` (CLI `--free`, web API `"free": true`) decodes them as free text instead.
-Genes the model does not know are reported in `notes`.
+A pseudo-cell question (a cell of a named type) is answered with the best of `candidates` samples
+by the model's own annotation (`chatcell_jax.pseudocells`); the answer carries `type_probability`
+and `candidates`, and a note says so. Genes the model does not know are reported in `notes`.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pathlib import Path
 from chatcell_jax import prompts
 from chatcell_jax.decoding import CHATCELL_SAMPLING, GenerationConfig
 from chatcell_jax.errors import InputError
-from chatcell_jax.generation import GeneConstraint, Generator, GeneVocabulary
+from chatcell_jax.generation import Answer, GeneConstraint, Generator, GeneVocabulary
+from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
 from chatcell_jax.templates import GENERATION_TASKS
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ class ChatEngine:
 
     def answer(self, questions: list[str], options: dict | None = None) -> list[dict]:
         options = dict(options or {})
+        check_candidates(options.get("candidates", DEFAULT_CANDIDATES))  # before any model work
         return [self._answer_one(q, options) for q in questions]
 
     def _answer_one(self, question: str, options: dict) -> dict:
@@ -72,13 +76,31 @@ class ChatEngine:
                 return {"task": analysis.task, "output": ranked[0][0], "score": ranked[0][1],
                         "label_probs": dict(ranked), "notes": notes}
             notes.append("the model knows no labels for this task; answering freely")
+        return self._generation_answer(question, analysis, options, notes)
+
+    def _generation_answer(self, question: str, analysis: prompts.QuestionAnalysis, options: dict,
+                           notes: list[str]) -> dict:
         n = prompts.top_k_in_question(question, self.top_k)
         cfg = generation_config(options, default_new_tokens=n + 16)
+        seed = int(options.get("seed", 0))
         constrained = analysis.task in GENERATION_TASKS and not options.get("free")
-        constraint = GeneConstraint(self.gene_vocabulary(), n) if constrained else None
-        best = self.generator.generate([question], cfg, seed=int(options.get("seed", 0)), constraint=constraint)[0][0]
-        return {"task": analysis.task, "output": best.text, "score": best.score, "label_probs": None, "notes": notes,
-                "decoding": "genes" if constrained else "free"}
+        if not constrained or analysis.task == "random_generation":
+            constraint = GeneConstraint(self.gene_vocabulary(), n) if constrained else None
+            best = self.generator.generate([question], cfg, seed=seed, constraint=constraint)[0][0]
+            return self._generated(analysis.task, best, notes, "genes" if constrained else "free")
+        cell = pseudo_cells(self.generator, [(question, analysis.cell_type)], GeneConstraint(self.gene_vocabulary(), n),
+                            cfg, seed=seed, candidates=options.get("candidates", DEFAULT_CANDIDATES),
+                            cell_types=self.labels.get("cell_type", []))[0]
+        if cell.type_probability is not None:
+            notes.append(f"best of {cell.candidates} candidates by the model's own annotation: "
+                         f"{cell.type_probability:.1%} {cell.cell_type}")
+        return self._generated(analysis.task, cell.answer, notes, "genes", type_probability=cell.type_probability,
+                               candidates=cell.candidates)
+
+    @staticmethod
+    def _generated(task: str, answer: Answer, notes: list[str], decoding: str, **extra) -> dict:
+        return {"task": task, "output": answer.text, "score": answer.score, "label_probs": None, "notes": notes,
+                "decoding": decoding, **extra}
 
     def examples(self) -> dict:
         """Example questions per task, from the manifest's labels and real cell sentences."""

@@ -21,6 +21,7 @@ from chatcell_jax.decoding import GenerationConfig
 from chatcell_jax.errors import InputError
 from chatcell_jax.generation import GeneConstraint, Generator, manifest_genes
 from chatcell_jax.inverse import InverseFit, reconstruct_expression
+from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
 from chatcell_jax.records import read_jsonl
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,15 @@ def _write_obs_columns(input_path: Path, out_path: Path, columns: dict) -> None:
 
 
 def generate_cells(generator: Generator, manifest: dict, out_path: Path, *, n_cells: int, cell_type: str | None,
-                   cfg: GenerationConfig, seed: int = 0, progress: bool = False, free: bool = False) -> dict:
+                   cfg: GenerationConfig, seed: int = 0, progress: bool = False, free: bool = False,
+                   candidates: int = DEFAULT_CANDIDATES) -> dict:
     """`n_cells` generated sentences and their reconstructed expression as an .h5ad.
 
     Gene-constrained by default: each cell is exactly N (the training top-N) distinct genes of the
     model's vocabulary, decoded with `cfg`'s search and sampling settings (its max_new_tokens is
-    then N + 1). `free` decodes free text instead, whose words that are no genes are dropped."""
+    then N + 1). A cell of `cell_type` is the best of `candidates` samples by the model's own
+    annotation (`pseudocells.pseudo_cells`), whose probability is obs['type_probability'] (NaN when
+    nothing was scored). `free` decodes free text instead, whose words that are no genes are dropped."""
     import anndata as ad
 
     known = manifest.get("labels", {}).get("cell_type", [])
@@ -108,6 +112,7 @@ def generate_cells(generator: Generator, manifest: dict, out_path: Path, *, n_ce
         raise InputError(f"unknown cell type {cell_type!r}; the model knows: {', '.join(known)}")
     if n_cells < 1:
         raise InputError("-n must be at least 1")
+    candidates = check_candidates(candidates)
     fit_dict = manifest.get("inverse_transform")
     if not fit_dict:
         raise InputError("the manifest has no inverse transform (data converted from ChatCell JSON?); "
@@ -116,23 +121,38 @@ def generate_cells(generator: Generator, manifest: dict, out_path: Path, *, n_ce
     top_k = int(manifest.get("top_k") or 100)
     prompt = prompts.generation_prompt(top_k, cell_type)
     constraint = None if free else GeneConstraint(generator.gene_vocabulary(manifest), top_k)
-    answers = generator.generate([prompt] * n_cells, cfg, seed=seed, progress=progress, constraint=constraint)
+    sentences, candidates, extra_obs = _draw_sentences(generator, [prompt] * n_cells, cell_type, known, cfg, constraint,
+                                                       candidates, seed, progress)
     fit, index = InverseFit.from_dict(fit_dict), {g: i for i, g in enumerate(genes)}
     rows, unknown = [], []
-    for options in answers:
-        vector, missing = reconstruct_expression(options[0].text, index, fit)
+    for sentence in sentences:
+        vector, missing = reconstruct_expression(sentence, index, fit)
         rows.append(vector)
         unknown.append(missing)
     obs = pd.DataFrame({"cell_type": [cell_type or "random"] * n_cells,
-                        "sentence": [o[0].text for o in answers], "unknown_words": unknown},
+                        "sentence": sentences, "unknown_words": unknown, **extra_obs},
                        index=[f"generated_{i}" for i in range(n_cells)])
     adata = ad.AnnData(X=np.vstack(rows), obs=obs, var=pd.DataFrame(index=genes))
     used = cfg if constraint is None else constraint.config(cfg)
     adata.uns["chatcell_generation"] = {"prompt": prompt, "seed": seed, "decoding": "free" if free else "genes",
-                                        "settings": json.dumps(used.__dict__, default=str)}
+                                        "candidates": candidates, "settings": json.dumps(used.__dict__, default=str)}
     with atomic_file(Path(out_path)) as tmp:
         adata.write_h5ad(tmp)
     total_unknown = int(np.sum(unknown))
     if total_unknown:
         log.warning("%d generated word(s) are not genes of the data set and were dropped", total_unknown)
     return {"cells": n_cells, "unknown_words": total_unknown}
+
+
+def _draw_sentences(generator: Generator, prompts_: list[str], cell_type: str | None, known: list[str],
+                    cfg: GenerationConfig, constraint: GeneConstraint | None, candidates: int, seed: int,
+                    progress: bool) -> tuple[list[str], int, dict]:
+    """(sentences, candidates used, extra obs columns): gene-constrained cells of a type are
+    reranked by the model's own annotation, with its probability as obs['type_probability']."""
+    if constraint is None or cell_type is None:
+        answers = generator.generate(prompts_, cfg, seed=seed, progress=progress, constraint=constraint)
+        return [a[0].text for a in answers], 1, {}
+    cells = pseudo_cells(generator, [(p, cell_type) for p in prompts_], constraint, cfg, candidates=candidates,
+                         cell_types=known, seed=seed, progress=progress)
+    probabilities = [np.nan if c.type_probability is None else c.type_probability for c in cells]
+    return [c.answer.text for c in cells], cells[0].candidates, {"type_probability": probabilities}

@@ -173,6 +173,27 @@ def test_gene_constrained_answers_are_reported_next_to_the_free_ones(data, tmp_p
         evaluate_predictions(data, "test", [dict(p, output_genes=["CD74"]) for p in partial], tmp_path / "bad")
 
 
+def test_the_report_says_how_the_constrained_pseudo_cells_were_drawn(data, tmp_path):
+    """Records with `candidates` and `type_probability` (as `chatcell evaluate` writes them): the
+    pseudo-cell section states the draw, K and the model's mean probability of the requested type."""
+    top_k = load_manifest(data)["top_k"]
+    predictions = [dict(p, candidates=16, type_probability=0.25 + 0.5 * (i % 2))
+                   if p["task"] == "pseudo_cell_generation" else p
+                   for i, p in enumerate(with_gene_answers(noisy_predictions(data), top_k))]
+    probabilities = [p["type_probability"] for p in predictions if p["task"] == "pseudo_cell_generation"]
+    metrics = evaluate_predictions(data, "test", predictions, tmp_path / "r")
+    draw = metrics["tasks"]["pseudo_cell_generation"]["constrained_draw"]
+    assert draw == {"candidates": 16, "n_scored": len(probabilities),
+                    "mean_type_probability": pytest.approx(np.mean(probabilities))}
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "each the best of 16 samples by the model's own annotation" in markdown
+    assert f"on average {100 * draw['mean_type_probability']:.1f} %" in markdown
+    assert "constrained_draw" not in metrics["tasks"]["random_generation"]
+    plain = evaluate_predictions(data, "test", with_gene_answers(noisy_predictions(data), top_k), tmp_path / "plain")
+    assert "constrained_draw" not in plain["tasks"]["pseudo_cell_generation"]  # the records do not say
+    assert "best of" not in (tmp_path / "plain" / "report.md").read_text()
+
+
 def test_rebuilt_real_cells_reproduce_the_prepared_sentences(data):
     records = [r for r in load_split(data, "test") if r["task"] != "annotation"]
     cells = load_real_cells(load_manifest(data), [r["cell_id"] for r in records])
@@ -247,3 +268,8 @@ def test_evaluate_runs_a_trained_model_end_to_end(trained_run, tmp_path):
     assert "model_constrained" in metrics["tasks"]["pseudo_cell_generation"]["knn"]["expression"]
     generated = [a for a in answers if a["task"] in ("random_generation", "pseudo_cell_generation")]
     assert generated and all(len(set(a["output_genes"].split())) == top_k for a in generated)
+    # pseudo-cells: the best of the default 16 samples by the model's own annotation
+    pseudo = [a for a in answers if a["task"] == "pseudo_cell_generation"]
+    assert pseudo and all(a["candidates"] == 16 and 0 < a["type_probability"] <= 1 for a in pseudo)
+    assert metrics["tasks"]["pseudo_cell_generation"]["constrained_draw"]["candidates"] == 16
+    assert not any("candidates" in a for a in answers if a["task"] != "pseudo_cell_generation")

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from chatcell_jax.cli.score import add_model_arguments
+from chatcell_jax.cli.score import add_candidates_argument, add_model_arguments
+from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, check_candidates
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,12 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--free", action="store_true",
                    help="answer generation questions with free text (default: gene-constrained, exactly N distinct "
                         "genes of the model's vocabulary, N from the question or the training top-N)")
+    add_candidates_argument(p, "questions for a cell of a named type")
     p.set_defaults(func=run_chat)
 
     p = subparsers.add_parser("web", help="serve a local chat page and JSON API",
                               description="Serve a local chat page and POST /api/generate. Generation questions are "
                                           "gene-constrained unless a request sets \"free\": true (a checkbox on "
-                                          "the page).")
+                                          "the page); a cell of a named type is the best of \"candidates\" "
+                                          f"samples (default {DEFAULT_CANDIDATES}) by the model's own annotation.")
     add_model_arguments(p, devices="1")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=7860)
@@ -55,8 +58,9 @@ def format_answer(result: dict) -> str:
 def run_chat(args: argparse.Namespace) -> int:
     from chatcell_jax.errors import InputError
 
+    options = {"mode": args.mode, "num_beams": args.num_beams, "seed": args.seed, "free": args.free,
+               "candidates": check_candidates(args.candidates)}  # checked before loading the model
     engine = load_engine(args)
-    options = {"mode": args.mode, "num_beams": args.num_beams, "seed": args.seed, "free": args.free}
     if args.question:
         print(format_answer(engine.answer([args.question], options)[0]))
         return 0

@@ -5,7 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
+from chatcell_jax.cli.score import add_candidates_argument
 from chatcell_jax.errors import InputError
+from chatcell_jax.pseudocells import check_candidates
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="skip the constrained answers: label scoring for the classification tasks and the "
                         "gene-constrained answers (exactly N distinct genes, same sampling settings) for the "
                         "generation tasks, reported as model_constrained")
+    add_candidates_argument(g, "gene-constrained pseudo-cells (output_genes of the pseudo-cell records)",
+                            "; --no-constrained skips them")
     g.add_argument("--truncate", action="store_true", help="cut overlong prompts instead of failing")
     g.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out.exists() and not args.overwrite:
         raise InputError(f"{args.out} already exists; pass --overwrite to replace it")
+    check_candidates(args.candidates)  # before loading the model
     if args.predictions is not None:
         predictions = read_predictions(args.predictions)
     elif args.model is not None:
@@ -70,7 +75,7 @@ def _run_model(args: argparse.Namespace) -> list[dict]:
     predictions = predict_records(args.model, records, load_manifest(args.data), batch_size=args.batch_size,
                                   max_source_length=args.max_source_length, max_new_tokens=args.max_new_tokens,
                                   seed=args.seed, constrained=not args.no_constrained, truncate=args.truncate,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, candidates=args.candidates)
     if args.save_predictions:
         args.save_predictions.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions),
                                          encoding="utf-8")

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, MAX_CANDIDATES, check_candidates
+
 
 def add_model_arguments(p: argparse.ArgumentParser, devices: str = "all") -> None:
     """Model, batching and device options. Batch commands split batches over every local device by
@@ -22,6 +24,16 @@ def add_model_arguments(p: argparse.ArgumentParser, devices: str = "all") -> Non
                         "parameters, logits and scores stay float32)")
     p.add_argument("--truncate", action="store_true", help="cut overlong prompts (counted) instead of failing")
     p.add_argument("--no-progress", action="store_true")
+
+
+def add_candidates_argument(p: argparse.ArgumentParser, what: str,
+                            extra: str = "; beam search reranks its min(K, beams) beams, greedy has one answer; "
+                                         "no effect with --free") -> None:
+    """--candidates K: a pseudo-cell is the best of K gene-constrained samples by the model's own annotation."""
+    p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, metavar="K",
+                   help=f"{what}: draw K gene-constrained samples and keep the one the model's own annotation "
+                        f"gives the highest probability of the requested type (1 to {MAX_CANDIDATES}, default "
+                        f"{DEFAULT_CANDIDATES}; 1: plain constrained sampling{extra})")
 
 
 def add_decoding_arguments(p: argparse.ArgumentParser, default_mode: str = "beam") -> None:
@@ -68,13 +80,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Generate cells as sentences of the training top-N genes and their "
                                           "reconstructed expression. Gene-constrained by default: every cell is "
                                           "exactly N distinct genes of the model's vocabulary (--max-new-tokens "
-                                          "then does not apply); --free decodes free text.")
+                                          "then does not apply); with --cell-type each cell is the best of "
+                                          "--candidates samples by the model's own annotation, its probability "
+                                          "in obs['type_probability']; --free decodes free text.")
     add_model_arguments(p)
     p.add_argument("--cell-type", help="a cell type the model knows (default: random cells)")
     p.add_argument("-n", "--n-cells", type=int, default=10)
     p.add_argument("--out", type=Path, required=True, help="output .h5ad")
     p.add_argument("--free", action="store_true",
                    help="decode free text (default: exactly N distinct genes of the model's vocabulary)")
+    add_candidates_argument(p, "cells of a --cell-type")
     add_decoding_arguments(p, default_mode="sample")
     p.set_defaults(func=run_generate_cells)
 
@@ -165,10 +180,11 @@ def run_generate_cells(args: argparse.Namespace) -> int:
     from chatcell_jax.inference import require_manifest
     from chatcell_jax.tasks import generate_cells
 
+    check_candidates(args.candidates)  # before loading the model
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "generate-cells")
     summary = generate_cells(generator, manifest, args.out, n_cells=args.n_cells, cell_type=args.cell_type,
                              cfg=decoding_config(args, _top_k(manifest)), seed=args.seed,
-                             progress=not args.no_progress, free=args.free)
+                             progress=not args.no_progress, free=args.free, candidates=args.candidates)
     print(f"wrote {args.out}: {json.dumps(summary)}")
     return 0

@@ -147,8 +147,24 @@ def pseudo_cell_task(records: Sequence[dict], manifest: dict, real: RealCellSets
         own = real.subset(keys, [r["label"] for r in records])
     else:
         own = generation.CellSet(keys, [r["label"] for r in records], [r["target"] for r in records])
-    return generation.pseudo_cells([r["output"] for r in records], [r["label"] for r in records], own, reference,
-                                   real.train(), _space(manifest), options.workers, _gene_answers(records))
+    result, figure = generation.pseudo_cells([r["output"] for r in records], [r["label"] for r in records], own,
+                                             reference, real.train(), _space(manifest), options.workers,
+                                             _gene_answers(records))
+    draw = _self_consistent_draw(records)
+    if draw is not None:
+        result["constrained_draw"] = draw
+    return result, figure
+
+
+def _self_consistent_draw(records: Sequence[dict]) -> dict | None:
+    """How the gene-constrained pseudo-cells were drawn, when every record says so: the most
+    `candidates` any record had (`chatcell evaluate` draws the same K for all) and the mean of the
+    model's own annotation probability of the requested type for the kept cells."""
+    if _gene_answers(records) is None or not all(type(r.get("candidates")) is int for r in records):
+        return None
+    scored = [float(r["type_probability"]) for r in records if isinstance(r.get("type_probability"), (int, float))]
+    return {"candidates": max(r["candidates"] for r in records), "n_scored": len(scored),
+            "mean_type_probability": sum(scored) / len(scored) if scored else None}
 
 
 def random_generation_task(records: Sequence[dict], split_records: Sequence[dict], manifest: dict) -> dict:

@@ -9,7 +9,10 @@ are produced as well (unless `constrained` is False) and the report shows both k
   giving `label_probs` and a constrained answer that is never malformed;
 - generation tasks: a gene-constrained answer, `output_genes`, sampled with the same settings but
   exactly N (the data's top-N) distinct genes of the model's vocabulary (`GeneConstraint`). A
-  tokenizer without single-token genes (the published ChatCell's) gets none, with a warning.
+  pseudo-cell record's is the best of `candidates` such samples by the model's own annotation
+  (`chatcell_jax.pseudocells`), stored with `candidates` and `type_probability` (the model's
+  probability of the requested type for it; absent when there was one candidate). A tokenizer
+  without single-token genes (the published ChatCell's) gets none, with a warning.
 
 The generation stack is imported lazily: evaluation of existing predictions never needs JAX.
 """
@@ -23,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from chatcell_jax.errors import InputError
-from chatcell_jax.templates import GENERATION_TASKS
+from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, check_candidates
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +46,12 @@ def _generation_modules():
 
 def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: dict, *, batch_size: int = 16,
                     max_source_length: int = 512, max_new_tokens: int | None = None, seed: int = 0,
-                    constrained: bool = True, truncate: bool = False, progress: bool = False) -> list[dict]:
+                    constrained: bool = True, truncate: bool = False, progress: bool = False,
+                    candidates: int = DEFAULT_CANDIDATES) -> list[dict]:
     """Each record plus `output` (sampled answer) and, with `constrained`, `label_probs` for the
-    classification records and `output_genes` for the generation records."""
+    classification records and `output_genes` for the generation records (for pseudo-cells the
+    best of `candidates` samples by the model's own annotation)."""
+    check_candidates(candidates)
     tasks, inference, decoding = _generation_modules()
     generator, _ = inference.load_generator(model_ref, batch_size=batch_size, max_source_length=max_source_length)
     top_k = int(manifest.get("top_k") or 100)
@@ -58,26 +64,37 @@ def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: di
         predictions = [json.loads(line) for line in answers.read_text(encoding="utf-8").splitlines() if line.strip()]
     if constrained:
         _add_label_probs(generator, predictions, manifest, truncate, progress)
-        _add_gene_answers(generator, predictions, manifest, cfg, seed, truncate, progress)
+        _add_gene_answers(generator, predictions, manifest, cfg, seed, truncate, progress, candidates=candidates)
     return predictions
 
 
 def _add_gene_answers(generator, predictions: list[dict], manifest: dict, cfg, seed: int, truncate: bool,
-                      progress: bool) -> None:
+                      progress: bool, candidates: int = DEFAULT_CANDIDATES) -> None:
+    """`output_genes` for the generation records; pseudo-cell records also get `candidates` and
+    (when more than one was drawn) `type_probability`."""
     from chatcell_jax.generation import GeneConstraint
+    from chatcell_jax.pseudocells import pseudo_cells
 
-    rows = [p for p in predictions if p.get("task") in GENERATION_TASKS]
-    if not rows:
+    random_rows = [p for p in predictions if p.get("task") == "random_generation"]
+    pseudo_rows = [p for p in predictions if p.get("task") == "pseudo_cell_generation"]
+    if not random_rows and not pseudo_rows:
         return
     try:
         constraint = GeneConstraint(generator.gene_vocabulary(manifest), int(manifest.get("top_k") or 100))
     except InputError as err:  # e.g. an add_tokens tokenizer: the free answers are still scored
         log.warning("no gene-constrained generation answers, only the free ones are scored: %s", err)
         return
-    answers = generator.generate([p["source"] for p in rows], cfg, seed=seed, truncate=truncate, progress=progress,
-                                 constraint=constraint)
-    for record, options in zip(rows, answers):
+    answers = generator.generate([p["source"] for p in random_rows], cfg, seed=seed, truncate=truncate,
+                                 progress=progress, constraint=constraint)
+    for record, options in zip(random_rows, answers):
         record["output_genes"] = options[0].text
+    cells = pseudo_cells(generator, [(p["source"], p["label"]) for p in pseudo_rows], constraint, cfg, seed=seed,
+                         candidates=candidates, cell_types=manifest.get("labels", {}).get("cell_type") or [],
+                         truncate=truncate, progress=progress)
+    for record, cell in zip(pseudo_rows, cells):
+        record.update(output_genes=cell.answer.text, candidates=cell.candidates)
+        if cell.type_probability is not None:
+            record["type_probability"] = cell.type_probability
 
 
 def _add_label_probs(generator, predictions: list[dict], manifest: dict, truncate: bool, progress: bool) -> None:

@@ -194,7 +194,8 @@ def _pseudo_md(section: dict) -> list[str]:
              "`real_sentences`: the real cells of the same records (their own top-N sentences, the cell itself "
              "left out of the reference); `real_expression`: the same cells by full normalised expression. "
              + ("`model_constrained`: the model's gene-constrained answers (same sampling settings, exactly N "
-                "distinct genes of its vocabulary). " if "model_constrained" in knn["expression"] else "")
+                "distinct genes of its vocabulary)" + _draw_md(section.get("constrained_draw")) + ". "
+                if "model_constrained" in knn["expression"] else "")
              + "A K in brackets is the K actually used (fewer cells than K).", ""]
     lines += ["### Generated sentences", ""] + ([CONSTRAINED_GENES, ""] if "model_constrained" in section else [])
     lines += _table(["system"] + [title for _, title in SENTENCE_COLUMNS], _sentence_rows(section))
@@ -210,6 +211,17 @@ def _pseudo_md(section: dict) -> list[str]:
     if "distances" in section:
         lines += _distances_md(section["distances"])
     return lines
+
+
+def _draw_md(draw: dict | None) -> str:
+    """How the constrained pseudo-cells were drawn, as the end of a sentence ("" when unknown)."""
+    if not draw or draw["candidates"] <= 1:
+        return "; one sample per record, not reranked" if draw else ""
+    mean = draw.get("mean_type_probability")
+    return (f"; each the best of {draw['candidates']} samples by the model's own annotation (the candidate it "
+            "gives the highest probability of the requested type"
+            + (f", on average {100 * mean:.1f} %" if mean is not None else "")
+            + "), so these numbers also reflect the model's annotation quality")
 
 
 def _distances_md(distances: dict) -> list[str]:

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, check_candidates
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ class GenerateRequest(BaseModel):
     """The body of POST /api/generate. Unknown fields are rejected, so a typo is never ignored.
 
     Answers to generation questions are gene-constrained (see `chatcell_jax.chat`); `free: true`
-    decodes them as free text with the same settings."""
+    decodes them as free text with the same settings. A pseudo-cell answer is the best of
+    `candidates` samples by the model's own annotation (1: plain constrained sampling)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +56,12 @@ class GenerateRequest(BaseModel):
     seed: int = 0
     # Generation questions: exactly N distinct genes of the model's vocabulary unless free is true.
     free: bool = False
+    candidates: int = DEFAULT_CANDIDATES
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _candidates(cls, value: object) -> int:
+        return check_candidates(value)  # its message names the range and the fix, in the 422
 
     @field_validator("prompts")
     @classmethod
