@@ -253,7 +253,8 @@ def train_batches(records: Sequence[dict], tokenizer, sharding: NamedSharding, b
 def task_rates(records: Sequence[dict], sampling: str | dict[str, float]) -> dict[str, float] | None:
     """{task: relative rate} of the tasks that are drawn (None: proportional to their records).
 
-    `uniform` gives every task of the data the same rate; a mapping gives the rates by name, and a
+    `uniform` gives every task of the data the same rate; a mapping gives the rates by name (a
+    config serves several data sets, so a task the data does not have is ignored, logged), and a
     task of the data that it leaves out is never drawn (logged)."""
     if sampling == "proportional":
         return None
@@ -262,13 +263,12 @@ def task_rates(records: Sequence[dict], sampling: str | dict[str, float]) -> dic
         return {task: 1.0 for task in present}
     if not isinstance(sampling, dict):
         raise InputError(f"task_sampling must be proportional, uniform or a mapping {{task: rate}}, got {sampling!r}")
-    unknown = sorted(set(sampling) - set(present))
-    if unknown:
-        raise InputError(f"task_sampling names task(s) {unknown} that the training data does not have; "
-                         f"its tasks are {present}")
+    absent = sorted(set(sampling) - set(present))
+    if absent:
+        log.info("task_sampling names task(s) %s that the training data does not have; ignored", absent)
     rates = {task: float(sampling[task]) for task in present if float(sampling.get(task, 0.0)) > 0}
     if not rates:
-        raise InputError(f"task_sampling {sampling!r} gives no task a positive rate")
+        raise InputError(f"task_sampling {sampling!r} gives none of the data's tasks {present} a positive rate")
     left_out = [task for task in present if task not in rates]
     if left_out:
         log.warning("task_sampling leaves out task(s) %s: their records are never drawn", left_out)

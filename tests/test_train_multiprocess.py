@@ -19,7 +19,8 @@ def _free_port() -> int:
 
 def _args(data, tok, out, mesh):
     sets = [f"data={data}", f"tokenizer={tok}", f"out={out}", "steps=5", "batch_size=8", f"mesh={mesh}",
-            "eval_every=5", "eval_batches=2", "warmup_steps=2", "learning_rate=0.003", "loss_normalization=tasks", "task_sampling=uniform", *SMALL]
+            "eval_every=5", "eval_batches=2", "warmup_steps=2", "learning_rate=0.003",
+            "loss_normalization=tasks", "task_sampling=uniform", "model=tiny", *SMALL]
     return ["train", "--config", "configs/train/demo.yaml", "--no-progress", *[a for s in sets for a in ("--set", s)]]
 
 
