@@ -102,7 +102,7 @@ class TrainConfig:
                 raise InputError(f"config key {name!r} must not be negative, got {getattr(self, name)!r}")
         choices = {"vocab_init": ("mean", "normal"), "dtype": ("float32", "bfloat16"), "remat": ("none", "minimal", "full"),
                    "padding": ("bucket", "max", "pack"), "optimizer": ("adamw", "adafactor"),
-                   "decay": ("cosine", "linear", "constant")}
+                   "decay": ("cosine", "linear", "constant"), "loss_normalization": ("tokens", "examples", "tasks")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"config key {name!r} must be one of {list(allowed)}, got {getattr(self, name)!r}")
@@ -122,9 +122,6 @@ class TrainConfig:
     def _validate_tasks(self) -> None:
         from chatcell_jax.templates import TASKS
 
-        if self.loss_normalization not in ("tokens", "examples", "tasks"):
-            raise InputError("config key 'loss_normalization' must be one of ['tokens', 'examples', 'tasks'], "
-                             f"got {self.loss_normalization!r}")
         if isinstance(self.task_sampling, str) and self.task_sampling not in ("proportional", "uniform"):
             raise InputError("config key 'task_sampling' must be proportional, uniform or a mapping {task: rate}, "
                              f"got {self.task_sampling!r}")

@@ -45,6 +45,11 @@ def task_slot(task: str | None) -> int:
     return TASK_NAMES.index(task) if task in TASKS else TASK_SLOTS - 1
 
 
+def _task_of(record: dict) -> str:
+    """The record's task name ("other" when it has none), for sampling and interleaving."""
+    return record.get("task") or "other"
+
+
 @dataclass(frozen=True)
 class Shapes:
     """Token limits and how batches are padded."""
@@ -258,7 +263,7 @@ def task_rates(records: Sequence[dict], sampling: str | dict[str, float]) -> dic
     task of the data that it leaves out is never drawn (logged)."""
     if sampling == "proportional":
         return None
-    present = sorted({r.get("task") or "other" for r in records}, key=task_slot)
+    present = sorted({_task_of(r) for r in records}, key=task_slot)
     if sampling == "uniform":
         return {task: 1.0 for task in present}
     if not isinstance(sampling, dict):
@@ -277,7 +282,7 @@ def task_rates(records: Sequence[dict], sampling: str | dict[str, float]) -> dic
 
 def _task_stream(records: Sequence[dict], task: str, seed: int, shuffle: bool) -> grain.MapDataset:
     """Endless record indices of one task, reshuffled every pass (seeded by seed and the task)."""
-    indices = np.array([i for i, r in enumerate(records) if (r.get("task") or "other") == task], np.int64)
+    indices = np.array([i for i, r in enumerate(records) if _task_of(r) == task], np.int64)
     stream = grain.MapDataset.range(len(indices))
     if shuffle:
         stream = stream.seed(seed * TASK_SLOTS + task_slot(task)).shuffle()
@@ -289,7 +294,7 @@ def interleave_tasks(records: Sequence[dict]) -> list[dict]:
     batches of a validation split hold every task, even when the file lists them task by task."""
     by_task: dict[str, list[dict]] = {}
     for record in records:
-        by_task.setdefault(record.get("task") or "other", []).append(record)
+        by_task.setdefault(_task_of(record), []).append(record)
     longest = max((len(group) for group in by_task.values()), default=0)
     return [group[i] for i in range(longest) for group in by_task.values() if i < len(group)]
 

@@ -25,9 +25,6 @@ import jax.numpy as jnp
 
 from chatcell_jax.data import IGNORE, TASK_SLOTS
 
-NORMALIZATIONS = ("tokens", "examples", "tasks")
-
-
 def _example_index(labels: jax.Array, segments: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """(tokens in the token's own example [B, T], 1 at the first token of each example [B, T]).
 
@@ -53,7 +50,7 @@ def loss_weights(batch: dict, normalization: str, task_weights: jax.Array) -> tu
     per_example = mask / length
     if normalization == "examples":
         return per_example, jnp.maximum(jnp.sum(first), 1.0)
-    tasks = jax.nn.one_hot(_label_tasks(batch), TASK_SLOTS, dtype=jnp.float32)  # [B, T, slots]
+    tasks = jax.nn.one_hot(_label_tasks(labels, batch.get("label_tasks")), TASK_SLOTS, dtype=jnp.float32)
     examples_per_task = jnp.einsum("bt,bts->s", first, tasks)
     present = examples_per_task > 0
     scale = jnp.where(present, task_weights / jnp.maximum(examples_per_task, 1.0), 0.0)
@@ -61,10 +58,9 @@ def loss_weights(batch: dict, normalization: str, task_weights: jax.Array) -> tu
     return weights, jnp.maximum(jnp.sum(jnp.where(present, task_weights, 0.0)), 1e-12)
 
 
-def _label_tasks(batch: dict) -> jax.Array:
-    """Task slot of every target token; batches built without task ids count as the last slot."""
-    tasks = batch.get("label_tasks")
-    return jnp.full(batch["labels"].shape, TASK_SLOTS - 1, jnp.int32) if tasks is None else tasks
+def _label_tasks(labels: jax.Array, label_tasks: jax.Array | None) -> jax.Array:
+    """Task slot [B, T] of every target token; batches built without task ids count as the last slot."""
+    return jnp.full(labels.shape, TASK_SLOTS - 1, jnp.int32) if label_tasks is None else label_tasks
 
 
 def token_loss_sums(logits: jax.Array, labels: jax.Array, vocab_size: int, label_smoothing: float = 0.0,
@@ -89,7 +85,6 @@ def token_loss_sums(logits: jax.Array, labels: jax.Array, vocab_size: int, label
     if z_loss > 0:
         per_token = per_token + z_loss * jnp.square(log_z)
     weights = mask if weights is None else weights
-    tasks = jax.nn.one_hot(_label_tasks({"labels": labels, "label_tasks": label_tasks}), TASK_SLOTS,
-                           dtype=jnp.float32) * mask[..., None]
+    tasks = jax.nn.one_hot(_label_tasks(labels, label_tasks), TASK_SLOTS, dtype=jnp.float32) * mask[..., None]
     return {"objective": jnp.sum(per_token * weights), "ce": jnp.sum(nll * mask), "tokens": jnp.sum(mask),
             "task_ce": jnp.einsum("bt,bts->s", nll, tasks), "task_tokens": jnp.sum(tasks, axis=(0, 1))}
