@@ -160,6 +160,27 @@ def _packed_sort(
     return genes, ordered
 
 
+def thin_counts(counts: sp.csr_matrix, first_row: int, seed: int, copy: int, min_fraction: float,
+                rows: np.ndarray | None = None) -> sp.csr_matrix:
+    """Binomial thinning: the cells as if sequenced less deeply (a training augmentation).
+
+    Each count of cell i is kept with probability f_i ~ U(min_fraction, 1), drawn with a generator
+    seeded by (seed, copy, global cell index), so the result does not depend on chunking. Only `rows`
+    (a boolean mask over the chunk; default all) are thinned, the others are emptied.
+    """
+    if counts.data.size and not np.all(counts.data == np.floor(counts.data)):
+        raise InputError("thinning needs integer counts; augmentation cannot be used with non-integer values")
+    data = np.zeros_like(counts.data)
+    selected = np.ones(counts.shape[0], bool) if rows is None else rows
+    for i in np.flatnonzero(selected):
+        lo, hi = counts.indptr[i], counts.indptr[i + 1]
+        rng = np.random.default_rng((seed, copy, first_row + int(i)))
+        data[lo:hi] = rng.binomial(counts.data[lo:hi].astype(np.int64), rng.uniform(min_fraction, 1.0))
+    thinned = sp.csr_matrix((data, counts.indices.copy(), counts.indptr.copy()), shape=counts.shape)
+    thinned.eliminate_zeros()
+    return thinned
+
+
 def cell_sentences(
     counts: sp.spmatrix | np.ndarray,
     gene_symbols: np.ndarray,

@@ -73,6 +73,12 @@ class PrepareOptions:
     seed: int = 42
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     stratify: bool = False
+    # Training-split augmentation: `augment` extra copies of every training cell, each a binomial
+    # thinning of its counts (the cell as if sequenced to a fraction U(augment_min_depth, 1) of
+    # its depth), ranked and rendered like the original. Validation and test cells are never
+    # augmented, and the inverse transform is fitted on the original cells only.
+    augment: int = 0
+    augment_min_depth: float = 0.5
     source: SourceOptions = field(default_factory=SourceOptions)
 
     def validate(self) -> None:
@@ -85,6 +91,12 @@ class PrepareOptions:
             raise InputError(f"--top-k must be at least 1, not {self.top_k}")
         if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or abs(sum(self.split_fractions) - 1) > 1e-6:
             raise InputError(f"split fractions must be three non-negative numbers summing to 1, not {self.split_fractions}")
+        if self.augment < 0:
+            raise InputError(f"--augment must be 0 or more copies, not {self.augment}")
+        if not 0 < self.augment_min_depth <= 1:
+            raise InputError(f"--augment-min-depth must be in (0, 1], not {self.augment_min_depth}")
+        if self.augment and self.source.allow_non_integer:
+            raise InputError("--augment thins raw counts; it cannot be combined with --allow-non-integer")
         total = self.source.target_total
         if not (total == "median" or (isinstance(total, (int, float)) and total > 0)):
             raise InputError(f"--target-total must be a positive number or 'median', not {total!r}")
@@ -192,6 +204,7 @@ class DatasetWriter:
         self.counts: dict[str, Counter] = {name: Counter() for name in SPLITS}
         self.gene_counts: Counter = Counter()
         self.cells_per_split: Counter = Counter()
+        self.augmented_cells = 0
 
     def close(self) -> None:
         for handle in self.handles.values():
@@ -281,13 +294,16 @@ def _process_source(source: Source, writer: DatasetWriter, progress: bool) -> di
         split = assign_splits(keep_cells, popts.seed, popts.split_fractions, _strata(strata))
 
         fit = InverseFitAccumulator(seed=popts.seed)
-        emptied = 0
+        emptied, augmented_before = 0, writer.augmented_cells
         for start, chunk in _chunks(h5, opts.chunk_size, progress, "sentences"):
             chunk.eliminate_zeros()
             chunk = cells.restrict_genes(chunk, keep_genes)
             ranked = cells.rank_chunk(chunk, start, popts.seed, target_total)
             fit.add(ranked.ranks(), ranked.values)
-            emptied += _write_chunk(writer, source, ranked, start, split, symbols, labels, cell_ids)
+            versions = [ranked]
+            if source.drug is None:  # drug data are ranked as stored, never thinned
+                versions += _thinned_versions(popts, chunk, start, split, target_total)
+            emptied += _write_chunk(writer, source, versions, start, split, symbols, labels, cell_ids)
         elapsed = time.perf_counter() - started
     kept_symbols = symbols if keep_genes is None else symbols[keep_genes]
     section = {
@@ -299,6 +315,7 @@ def _process_source(source: Source, writer: DatasetWriter, progress: bool) -> di
         "cells_dropped_min_genes": int((~empty & ~keep_cells).sum()),
         "cells_dropped_no_counts_after_gene_filter": emptied,
         "cells_missing_label": missing_labels,
+        "augmented_cells": writer.augmented_cells - augmented_before,
         "genes_in_file": int(h5.n_genes),
         "genes_dropped_min_cells": 0 if keep_genes is None else int((~keep_genes).sum()),
         "duplicate_symbols_renamed": renamed,
@@ -310,29 +327,52 @@ def _process_source(source: Source, writer: DatasetWriter, progress: bool) -> di
     return section | {"_genes": kept_symbols.tolist(), "_labels": sorted({l for l in (labels if labels is not None else []) if l})}
 
 
-def _write_chunk(writer: DatasetWriter, source: Source, ranked: cells.RankedChunk, start: int, split: np.ndarray,
-                 symbols: np.ndarray, labels: np.ndarray | None, cell_ids: np.ndarray) -> int:
-    """Records for the cells of one chunk; returns how many kept cells had no genes left."""
+def _thinned_versions(popts: PrepareOptions, chunk, start: int, split: np.ndarray,
+                      target_total: float) -> list[cells.RankedChunk]:
+    """The `augment` thinned copies of the chunk's training cells, ranked (other cells left empty).
+
+    Each copy has its own thinning and tie-break seed; its records keep the cell's id (same cell,
+    same split).
+    """
+    in_train = split[start : start + chunk.shape[0]] == 0
+    return [cells.rank_chunk(cells.thin_counts(chunk, start, popts.seed, copy, popts.augment_min_depth, rows=in_train),
+                             start, popts.seed + copy, target_total)
+            for copy in range(1, popts.augment + 1)]
+
+
+def _write_chunk(writer: DatasetWriter, source: Source, versions: list[cells.RankedChunk], start: int,
+                 split: np.ndarray, symbols: np.ndarray, labels: np.ndarray | None, cell_ids: np.ndarray) -> int:
+    """Records for the cells of one chunk; returns how many kept cells had no genes left.
+
+    `versions[0]` is the chunk itself, the rest its augmented copies: a training cell's copies follow
+    it, so the files do not depend on the chunk size. Copy c draws its phrasings with seed + c.
+    """
     opts = writer.options
-    choices = CellChoices.for_cells(opts.seed, start + np.arange(ranked.n_cells), source.tasks)
+    n_cells = versions[0].n_cells
+    choices = [CellChoices.for_cells(opts.seed + copy, start + np.arange(n_cells), source.tasks)
+               for copy in range(len(versions))]
     drug_name = source.drug.drug if source.drug else ""
     emptied = 0
-    for i in range(ranked.n_cells):
+    for i in range(n_cells):
         part = int(split[start + i])
         if part < 0:
             continue
-        top = ranked.cell_genes(i, opts.top_k)
-        if len(top) == 0:
-            emptied += 1
-            continue
-        sentence = symbols[top].tolist()
-        writer.gene_counts.update(sentence)
-        writer.cells_per_split[SPLITS[part]] += 1
         label = labels[start + i] if labels is not None else None
-        for task in _tasks_for_cell(source, opts.mode, label, choices.task_key[i]):
-            text, target = _instruction(task, choices.phrasing_keys[task][i], sentence, label, drug_name)
-            writer.write(part, {"source": text, "target": target, "task": task,
-                                "cell_id": str(cell_ids[start + i]), "label": label or ""})
+        for copy, ranked in enumerate(versions if part == 0 else versions[:1]):
+            top = ranked.cell_genes(i, opts.top_k)
+            if len(top) == 0:
+                emptied += copy == 0
+                continue
+            sentence = symbols[top].tolist()
+            writer.gene_counts.update(sentence)
+            if copy:
+                writer.augmented_cells += 1
+            else:
+                writer.cells_per_split[SPLITS[part]] += 1
+            for task in _tasks_for_cell(source, opts.mode, label, choices[copy].task_key[i]):
+                text, target = _instruction(task, choices[copy].phrasing_keys[task][i], sentence, label, drug_name)
+                writer.write(part, {"source": text, "target": target, "task": task,
+                                    "cell_id": str(cell_ids[start + i]), "label": label or ""})
     return emptied
 
 

@@ -88,3 +88,20 @@ def test_huge_and_fractional_values_use_the_exact_path():
     counts = sp.csr_matrix(np.array([[3e9, 1.0, 2.5, 2.5]]))
     ranked = cells.rank_chunk(counts, 0, seed=0, target_total=1e4)
     assert ranked.genes[0] == 0 and ranked.genes[-1] == 1 and set(ranked.genes[1:3]) == {2, 3}
+
+
+def test_thinning_keeps_a_fraction_of_each_cell_and_ignores_chunking():
+    rng = np.random.default_rng(0)
+    counts = sp.csr_matrix(rng.poisson(20.0, size=(40, 30)).astype(np.float64))
+    thinned = cells.thin_counts(counts, 0, seed=3, copy=1, min_fraction=0.5)
+    kept = np.asarray(thinned.sum(axis=1)).ravel() / np.asarray(counts.sum(axis=1)).ravel()
+    assert np.all(thinned.data >= 1) and np.all(thinned.toarray() <= counts.toarray())  # no zeros stored, never more
+    assert 0.4 < kept.min() and kept.max() <= 1.0 and kept.std() > 0.05  # per-cell depths spread over (0.5, 1)
+    halves = [cells.thin_counts(counts[a:b], a, seed=3, copy=1, min_fraction=0.5) for a, b in ((0, 17), (17, 40))]
+    assert (sp.vstack(halves) != thinned).nnz == 0
+    assert (cells.thin_counts(counts, 0, seed=3, copy=2, min_fraction=0.5) != thinned).nnz > 0
+    rows = np.arange(40) % 2 == 0
+    only_even = cells.thin_counts(counts, 0, seed=3, copy=1, min_fraction=0.5, rows=rows)
+    assert only_even[1::2].nnz == 0 and (only_even[::2] != thinned[::2]).nnz == 0
+    with pytest.raises(InputError, match="integer counts"):
+        cells.thin_counts(counts * 0.5, 0, seed=3, copy=1, min_fraction=0.5)

@@ -220,3 +220,35 @@ def test_bad_options():
         ins.PrepareOptions(tasks=("annotation", "dance")).validate()
     with pytest.raises(InputError, match="split fractions"):
         ins.PrepareOptions(split_fractions=(0.9, 0.2, 0.1)).validate()
+
+
+def test_augmented_copies_are_training_cells_only(demo, tmp_path):
+    out, manifest = demo
+    augmented = tmp_path / "aug"
+    opts = ins.PrepareOptions(augment=2)
+    got = ins.prepare_dataset(augmented, cells_input=ins.demo_data_path(), options=opts)
+    plain, recs = records(out), records(augmented)
+    for split in ("valid", "test"):  # held-out cells are never augmented
+        assert (augmented / f"{split}.jsonl").read_bytes() == (out / f"{split}.jsonl").read_bytes()
+    assert len(recs["train"]) == 3 * len(plain["train"]) and got["sources"][0]["augmented_cells"] == 2 * 560
+    assert got["cells_per_split"] == manifest["cells_per_split"]  # copies are records, not cells
+    assert {r["cell_id"] for r in recs["train"]} == {r["cell_id"] for r in plain["train"]}
+    label_of = {r["cell_id"]: r["label"] for r in plain["train"]}
+    assert all(r["label"] == label_of[r["cell_id"]] for r in recs["train"])
+    new = {r["source"] + r["target"] for r in recs["train"]} - {r["source"] + r["target"] for r in plain["train"]}
+    assert len(new) > 1.9 * len(plain["train"])  # thinning almost always changes the sentence
+    assert got["inverse_transform"] == manifest["inverse_transform"]  # fitted on the original cells
+    small = tmp_path / "small"
+    ins.prepare_dataset(small, cells_input=ins.demo_data_path(),
+                        options=ins.PrepareOptions(augment=2, source=ins.SourceOptions(chunk_size=33)))
+    assert (small / "train.jsonl").read_bytes() == (augmented / "train.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("options, message", [
+    (ins.PrepareOptions(augment=-1), "--augment must be 0 or more"),
+    (ins.PrepareOptions(augment=1, augment_min_depth=0.0), "--augment-min-depth"),
+    (ins.PrepareOptions(augment=1, source=ins.SourceOptions(allow_non_integer=True)), "--allow-non-integer"),
+])
+def test_bad_augment_options(options, message):
+    with pytest.raises(InputError, match=message):
+        options.validate()

@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="one task per cell (ChatCell's way) or every task for every cell")
     g.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test fractions by cell")
     g.add_argument("--stratify", action="store_true", help="stratify the splits by label")
+    g.add_argument("--augment", type=int, default=0, metavar="N",
+                   help="N extra copies of every training cell, its counts binomially thinned (default 0)")
+    g.add_argument("--augment-min-depth", type=float, default=0.5, metavar="F",
+                   help="each copy keeps a fraction U(F, 1) of the cell's counts (default 0.5)")
 
     g = p.add_argument_group("drug sensitivity")
     g.add_argument("--drug", help="drug name; with --response-key, makes drug-sensitivity instructions")
@@ -90,7 +94,8 @@ def _options(args: argparse.Namespace):
     )
     options = ins.PrepareOptions(
         label_key=args.label_key, tasks=tuple(args.tasks), mode=args.mode, top_k=args.top_k, seed=args.seed,
-        split_fractions=_fractions(args.split), stratify=args.stratify, source=source,
+        split_fractions=_fractions(args.split), stratify=args.stratify, augment=args.augment,
+        augment_min_depth=args.augment_min_depth, source=source,
     )
     drug = None
     if args.drug or args.response_key:
