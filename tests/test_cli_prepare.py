@@ -28,3 +28,17 @@ def test_drug_command(tmp_path):
     assert main(args) == 0
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert sum(manifest["counts"]["total"].values()) == 20
+
+
+def test_chatcell_json_command_summarises_without_an_inverse_fit(tmp_path, capsys):
+    """The published ChatCell-Instructions layout has no expression matrix, so no inverse transform."""
+    genes = " ".join(f"GENE{i}" for i in range(12))
+    items = [{"source": f"Which cell type is this? {genes}", "target": "B cell"},
+             {"source": "Generate the top 12 genes of a cell.", "target": genes}]
+    src = tmp_path / "chatcell"
+    src.mkdir()
+    for split in ("train", "valid", "test"):
+        (src / f"{split}.json").write_text(json.dumps(items))
+    assert main(["prepare", "--chatcell-json", str(src), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "inverse transform: none (no expression matrix)" in out and "cell types: 1" in out
