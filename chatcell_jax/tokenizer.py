@@ -76,7 +76,7 @@ def words_from_manifest(manifest: dict) -> NewWords:
 def _training_text(data_dir: Path, words: NewWords) -> list[str]:
     """Instruction text with the words to be added removed, so the base vocabulary spends its
     pieces on the language around them."""
-    from chatcell_jax.records import iter_all
+    from chatcell_jax.singlecell.records import iter_all
 
     drop = set(words.all())
     lines = []
@@ -196,7 +196,7 @@ def _wrap(spec: dict):
 def build_tokenizer(data_dir: str | Path, out_dir: str | Path, *, base: str | None = None,
                     sp_vocab_size: int = 8000, overwrite: bool = False) -> dict:
     """Write an HF tokenizer directory + chatcell_vocab.json; returns the vocabulary record."""
-    from chatcell_jax.instructions import load_manifest
+    from chatcell_jax.singlecell.prepare import load_manifest
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     manifest = load_manifest(data_dir)

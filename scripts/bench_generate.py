@@ -67,8 +67,8 @@ def hf_runner(model, device, ids, **kwargs):
 
 def our_runner(config, params, ids, cfg):
     """(a function running our jitted search once and returning its seconds, compile seconds)."""
-    from chatcell_jax.decoding import row_keys
-    from chatcell_jax.generation import _search
+    from chatcell_jax.serve.decoding import row_keys
+    from chatcell_jax.serve.generation import _search
 
     search = jax.jit(lambda p, i, m, k: _search(config, cfg, p, i, m, k))
     x = jnp.asarray(ids, jnp.int32)
@@ -87,8 +87,8 @@ def our_runner(config, params, ids, cfg):
 
 
 def main() -> None:
-    from chatcell_jax.decoding import GenerationConfig
-    from chatcell_jax.hf import load_model
+    from chatcell_jax.serve.decoding import GenerationConfig
+    from chatcell_jax.model.directory import load_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")

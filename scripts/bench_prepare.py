@@ -74,7 +74,7 @@ def write_streamed_h5ad(path: Path, n_cells: int, n_genes: int, genes_per_cell: 
 
 
 def worker_ours(matrix_path: str) -> dict:
-    from chatcell_jax import cells
+    from chatcell_jax.singlecell import cells
 
     matrix = sp.load_npz(matrix_path).tocsr()
     symbols = np.array([f"GENE{i}" for i in range(matrix.shape[1])], dtype=object)
@@ -108,7 +108,7 @@ def worker_c2s(matrix_path: str) -> dict:
 
 
 def worker_prepare(h5ad_path: str, out_dir: str) -> dict:
-    from chatcell_jax import instructions as ins
+    from chatcell_jax.singlecell import prepare as ins
 
     start = time.perf_counter()
     ins.prepare_dataset(out_dir, cells_input=h5ad_path, options=ins.PrepareOptions(

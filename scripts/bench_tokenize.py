@@ -27,8 +27,8 @@ def rate(tokenizer, sentences: list[str], repeat: int) -> float:
 
 
 def main() -> None:
-    from chatcell_jax import instructions as ins
-    from chatcell_jax.records import iter_all
+    from chatcell_jax.singlecell import prepare as ins
+    from chatcell_jax.singlecell.records import iter_all
     from chatcell_jax.tokenizer import _training_text, _wrap, build_tokenizer, train_base, words_from_manifest
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -53,7 +53,7 @@ SHAPES = {
 
 
 def make_batch(batch: int, source_len: int, target_len: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A seeded random batch in `chatcell_jax.data.finish_batch`'s layout (pad 0, labels -100, EOS 1)."""
+    """A seeded random batch in `chatcell_jax.train.data.finish_batch`'s layout (pad 0, labels -100, EOS 1)."""
     rng = np.random.default_rng(seed)
     input_ids = np.zeros((batch, source_len), np.int32)
     labels = np.full((batch, target_len), -100, np.int32)
@@ -80,7 +80,7 @@ def build_hf(shape: str, vocab: int, directory: Path):
 
 def setup_ours(train_cfg, vocab: int, batch_np: dict) -> tuple[Callable[[], float], float, Any]:
     """(step() -> loss, compile seconds, model config): our trainer's compiled step on its state."""
-    from chatcell_jax.sharding import batch_sharding, make_mesh, param_shardings
+    from chatcell_jax.model.sharding import batch_sharding, make_mesh, param_shardings
     from chatcell_jax.train.model_init import build_params
     from chatcell_jax.train.optimizer import make_optimizer, make_schedule
     from chatcell_jax.train.step import Objective, compile_steps, init_state, state_shardings
@@ -141,7 +141,7 @@ def timed(step: Callable[[], float]) -> tuple[float, float]:
 def main() -> None:
     import torch
 
-    from chatcell_jax.config import TrainConfig
+    from chatcell_jax.train.config import TrainConfig
     from chatcell_jax.train.metrics import peak_flops, train_flops
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -24,8 +24,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from chatcell_jax.cli import main as chatcell
-from chatcell_jax.instructions import demo_data_path
-from chatcell_jax.records import load_split
+from chatcell_jax.singlecell.prepare import demo_data_path
+from chatcell_jax.singlecell.records import load_split
 
 SYNTHETIC_DRUG = "demo-drug"
 

@@ -16,10 +16,10 @@ def trained_run(tmp_path_factory):
 
     Shared by the serving tests (generate/annotate/chat/web); returns (run_dir, data_dir).
     """
-    from chatcell_jax import instructions as ins
+    from chatcell_jax.singlecell import prepare as ins
     from chatcell_jax.tokenizer import build_tokenizer
     from chatcell_jax.train.config import load_config
-    from chatcell_jax.train.loop import train
+    from chatcell_jax.train import train
 
     root = tmp_path_factory.mktemp("trained")
     ins.prepare_dataset(root / "data", cells_input=ins.demo_data_path(), options=ins.PrepareOptions(top_k=30))

@@ -15,7 +15,7 @@ SMALL = ["max_source_length=96", "max_target_length=48", "bucket_multiple=48", "
 
 def prepare(root: Path, top_k: int = 30) -> tuple[Path, Path]:
     """(data_dir, tokenizer_dir) from the bundled PBMC cells, built once per directory."""
-    from chatcell_jax import instructions as ins
+    from chatcell_jax.singlecell import prepare as ins
     from chatcell_jax.tokenizer import build_tokenizer
 
     data, tok = root / "data", root / "tok"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from chatcell_jax import cells
+from chatcell_jax.singlecell import cells
 from chatcell_jax.errors import InputError
 
 GENES = np.array(["cd3e", "Ms4a1", "LYZ", "nkg7", "GNLY"])

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from chatcell_jax.config import TrainConfig, load_config, read_saved_config, save_config
+from chatcell_jax.train.config import TrainConfig, load_config, read_saved_config, save_config
 from chatcell_jax.errors import InputError
 
 REQUIRED = ["data=d", "tokenizer=t"]

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from chatcell_jax.decoding import (CHATCELL_SAMPLING, GenerationConfig, exactly_distinct, generate, row_keys,
+from chatcell_jax.serve.decoding import (CHATCELL_SAMPLING, GenerationConfig, exactly_distinct, generate, row_keys,
                                    sample_or_greedy)
 from chatcell_jax.errors import InputError
-from chatcell_jax.generation import GeneConstraint, Generator, single_token_genes
+from chatcell_jax.serve.generation import GeneConstraint, Generator, single_token_genes
 from helpers_model import config as model_config
 from helpers_train import prepare
 
@@ -87,7 +87,7 @@ def test_toy_searches_emit_exactly_n_distinct_allowed_tokens(settings, n):
 def test_constrained_beam_candidates_match_the_plain_route(vocab):
     """With the dense ban mask the chunked candidate search (4096) and the plain one (999) rank
     exactly what log_softmax + mask + running scores ranks, ties included."""
-    from chatcell_jax.decoding import _beam_candidates, _top_k_barrier
+    from chatcell_jax.serve.decoding import _beam_candidates, _top_k_barrier
 
     B, K, k, n = 3, 4, 8, 5
     rng = np.random.default_rng(vocab)
@@ -194,7 +194,7 @@ def test_all_vocabulary_genes_can_be_asked_for(setup):
 
 @pytest.mark.parametrize("search", ["greedy", "beam-3-returned", "sample"])
 def test_eight_devices_answer_as_one(setup, search):
-    from chatcell_jax.sharding import make_mesh, shard_params
+    from chatcell_jax.model.sharding import make_mesh, shard_params
 
     generator, manifest, vocabulary = setup
     mesh = make_mesh((8, 1, 1), jax.devices()[:8])
@@ -242,7 +242,7 @@ def test_a_tokenizer_without_single_token_genes_is_an_input_error(setup):
 
 @pytest.fixture(scope="module")
 def engine(setup):
-    from chatcell_jax.chat import ChatEngine
+    from chatcell_jax.serve.chat import ChatEngine
 
     generator, manifest, _ = setup
     return ChatEngine(generator, manifest)
@@ -277,7 +277,7 @@ def test_chat_asking_for_more_genes_than_known_is_an_input_error(engine, setup):
 def test_web_api_is_constrained_by_default_and_free_on_request(engine, setup):
     from fastapi.testclient import TestClient
 
-    from chatcell_jax.web.server import create_app
+    from chatcell_jax.serve.web.server import create_app
 
     _, manifest, vocabulary = setup
     client = TestClient(create_app(engine))
@@ -296,7 +296,7 @@ def test_web_api_is_constrained_by_default_and_free_on_request(engine, setup):
 def test_generate_cells_is_constrained_by_default(setup, tmp_path):
     import anndata as ad
 
-    from chatcell_jax.tasks import generate_cells
+    from chatcell_jax.serve.jobs import generate_cells
 
     generator, manifest, vocabulary = setup
     n = manifest["top_k"]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from chatcell_jax import data as D
+from chatcell_jax.train import data as D
 from chatcell_jax.errors import InputError
-from chatcell_jax.sharding import batch_sharding, make_mesh
+from chatcell_jax.model.sharding import batch_sharding, make_mesh
 from helpers_train import prepare
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chatcell_jax.decoding import (GenerationConfig, _warp, banned_ngram_mask, beam_search, generate, row_keys,
+from chatcell_jax.serve.decoding import (GenerationConfig, _warp, banned_ngram_mask, beam_search, generate, row_keys,
                                    sample_or_greedy)
 
 V = 11
@@ -137,7 +137,7 @@ def test_top_p_threshold_matches_the_sorted_rule(top_k):
 
 @pytest.mark.parametrize("m,k", [(512, 8), (1024, 4), (4096, 50), (32128 * 4, 8)])
 def test_chunked_top_k_matches_lax_top_k_with_ties(m, k):
-    from chatcell_jax.decoding import _chunk_size, _top_k_barrier, _top_k_chunked
+    from chatcell_jax.serve.decoding import _chunk_size, _top_k_barrier, _top_k_chunked
 
     rng = np.random.default_rng(m + k)
     x = rng.integers(-4, 4, size=(3, m)).astype(np.float32)  # many ties, across chunk boundaries
@@ -154,7 +154,7 @@ def test_chunked_top_k_matches_lax_top_k_with_ties(m, k):
 def test_beam_candidates_match_log_softmax_plus_scores_then_top_k(vocab, processors):
     """The chunked candidate search scores exactly the candidates the plain route ranks first
     (ties included; 999 columns have no chunk width and take the plain route)."""
-    from chatcell_jax.decoding import _beam_candidates, _process, _top_k_barrier
+    from chatcell_jax.serve.decoding import _beam_candidates, _process, _top_k_barrier
 
     B, K, k = 3, 4, 8
     rng = np.random.default_rng(vocab + processors)
@@ -174,7 +174,7 @@ def test_beam_candidates_match_log_softmax_plus_scores_then_top_k(vocab, process
 
 
 def test_gumbel_at_reproduces_jax_random_gumbel():
-    from chatcell_jax.decoding import _gumbel_at
+    from chatcell_jax.serve.decoding import _gumbel_at
 
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys(3, jnp.arange(4)), 7)
     full = jax.vmap(lambda key: jax.random.gumbel(key, (5000,)))(keys)
@@ -184,7 +184,7 @@ def test_gumbel_at_reproduces_jax_random_gumbel():
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_top_k_categorical_draws_what_jax_random_categorical_draws(ties):
-    from chatcell_jax.decoding import _categorical
+    from chatcell_jax.serve.decoding import _categorical
 
     rng, k, vocab = np.random.default_rng(int(ties)), 20, 4096
     for trial in range(5):
@@ -198,7 +198,7 @@ def test_top_k_categorical_draws_what_jax_random_categorical_draws(ties):
 
 
 def test_argmax_is_jnp_argmax():
-    from chatcell_jax.decoding import _argmax
+    from chatcell_jax.serve.decoding import _argmax
 
     x = jnp.asarray(np.round(np.random.default_rng(0).normal(size=(6, 300))), jnp.float32)  # ties: first wins
     np.testing.assert_array_equal(_argmax(x), jnp.argmax(x, axis=-1))

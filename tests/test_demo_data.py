@@ -2,7 +2,7 @@
 import anndata as ad
 import numpy as np
 
-from chatcell_jax.instructions import demo_data_path
+from chatcell_jax.singlecell.prepare import demo_data_path
 
 
 def test_bundled_counts_reproduce_the_published_values():

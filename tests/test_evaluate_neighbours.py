@@ -6,7 +6,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from chatcell_jax.evaluate import distributions, neighbours
 from chatcell_jax.evaluate.generation import CellSet, Space, pseudo_cells
-from chatcell_jax.inverse import InverseFit
+from chatcell_jax.singlecell.inverse import InverseFit
 
 TYPES = ["alpha", "beta", "gamma", "delta"]
 GENES = [f"G{i}" for i in range(400)]

@@ -11,8 +11,8 @@ from chatcell_jax.errors import InputError
 from chatcell_jax.evaluate import EvaluateOptions, evaluate_predictions, read_predictions
 from chatcell_jax.evaluate import report as report_module
 from chatcell_jax.evaluate.realcells import load_real_cells
-from chatcell_jax.instructions import PrepareOptions, demo_data_path, load_manifest, prepare_dataset
-from chatcell_jax.records import load_split
+from chatcell_jax.singlecell.prepare import PrepareOptions, demo_data_path, load_manifest, prepare_dataset
+from chatcell_jax.singlecell.records import load_split
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -233,10 +233,10 @@ def test_bad_predictions_are_input_errors(data, tmp_path, capsys):
 
 
 def test_model_path_without_generation_is_a_clear_error(data, tmp_path, monkeypatch, capsys):
-    import chatcell_jax
+    import chatcell_jax.serve
 
-    monkeypatch.setitem(sys.modules, "chatcell_jax.tasks", None)  # as if the module did not exist
-    monkeypatch.delattr(chatcell_jax, "tasks", raising=False)  # an earlier import leaves it on the package
+    monkeypatch.setitem(sys.modules, "chatcell_jax.serve.jobs", None)  # as if the module did not exist
+    monkeypatch.delattr(chatcell_jax.serve, "jobs", raising=False)  # an earlier import leaves it on the package
     code = main(["evaluate", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "r")])
     assert code == 2
     err = capsys.readouterr().err

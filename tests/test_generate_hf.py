@@ -10,9 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from chatcell_jax.decoding import GenerationConfig, row_keys  # noqa: E402
-from chatcell_jax.generation import _search  # noqa: E402
-from chatcell_jax.hf import load_model  # noqa: E402
+from chatcell_jax.serve.decoding import GenerationConfig, row_keys  # noqa: E402
+from chatcell_jax.serve.generation import _search  # noqa: E402
+from chatcell_jax.model.directory import load_model  # noqa: E402
 
 VOCAB, MAX_NEW = 96, 10
 

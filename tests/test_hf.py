@@ -14,7 +14,8 @@ from flax import nnx
 
 from chatcell_jax.cli import main
 from chatcell_jax.errors import InputError
-from chatcell_jax.hf import export_hf, import_hf, load_model, save_hf, save_model
+from chatcell_jax.hf.convert import export_hf, import_hf, save_hf
+from chatcell_jax.model.directory import load_model, save_model
 from chatcell_jax.hf import files as hf_files
 from chatcell_jax.model import T5, count_params
 from chatcell_jax.model.params import flatten, unflatten
@@ -262,7 +263,7 @@ def test_failed_write_leaves_nothing_and_foreign_dirs_are_kept(tmp_path, monkeyp
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("chatcell_jax.hf.model_dir.copy_tokenizer", boom)
+    monkeypatch.setattr("chatcell_jax.model.directory.copy_tokenizer", boom)
     with pytest.raises(OSError, match="disk full"):
         save_model(m, None, tmp_path / "out", tokenizer_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []  # neither the target nor a temp dir

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chatcell_jax import instructions as ins
+from chatcell_jax.singlecell import prepare as ins
 from chatcell_jax.errors import InputError
-from chatcell_jax.records import read_jsonl
+from chatcell_jax.singlecell.records import read_jsonl
 from helpers_h5ad import random_counts, write_h5ad
 
 

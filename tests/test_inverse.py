@@ -1,7 +1,7 @@
 """Inverse transform: the fit recovers a planted line; reconstruction handles odd sentences."""
 import numpy as np
 
-from chatcell_jax.inverse import InverseFit, InverseFitAccumulator, reconstruct_expression
+from chatcell_jax.singlecell.inverse import InverseFit, InverseFitAccumulator, reconstruct_expression
 
 
 def test_fit_recovers_planted_line_across_batches():

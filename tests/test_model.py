@@ -164,7 +164,7 @@ class T5Mock:
 
 
 def test_greedy_generation_with_the_decoding_module():
-    from chatcell_jax.decoding import GenerationConfig, generate
+    from chatcell_jax.serve.decoding import GenerationConfig, generate
 
     m = T5(config("v1.1"), rngs=nnx.Rngs(2))
     ids, mask, _, _ = batch(b=2)

@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from chatcell_jax import packing
+from chatcell_jax.train import packing
 from chatcell_jax.model import t5 as t5_fn
 from chatcell_jax.model.params import init_params
 from helpers_model import config
@@ -70,8 +70,8 @@ def _positions_of(packed: dict, i: int, examples) -> np.ndarray:
 
 def test_packed_training_equals_padded_training(tmp_path):
     """Same examples per step, fewer rows: the losses of 3 steps agree (dropout off), on a (2,2,2) mesh."""
-    from chatcell_jax.config import load_config
-    from chatcell_jax.data import train_batches
+    from chatcell_jax.train.config import load_config
+    from chatcell_jax.train.data import train_batches
     from chatcell_jax.train import Trainer
     from helpers_train import SMALL, losses, prepare
 

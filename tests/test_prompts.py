@@ -1,10 +1,10 @@
 """Inference prompts: same sentences as training, and plain-language questions understood."""
 import pytest
 
-from chatcell_jax import instructions as ins
-from chatcell_jax import prompts
+from chatcell_jax.singlecell import prepare as ins
+from chatcell_jax.serve import prompts
 from chatcell_jax.errors import InputError
-from chatcell_jax.records import load_split
+from chatcell_jax.singlecell.records import load_split
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from chatcell_jax.cli import main
-from chatcell_jax.decoding import CHATCELL_SAMPLING, GenerationConfig
+from chatcell_jax.serve.decoding import CHATCELL_SAMPLING, GenerationConfig
 from chatcell_jax.errors import InputError
-from chatcell_jax.generation import GeneConstraint, Generator
-from chatcell_jax.prompts import annotation_prompt, generation_prompt
-from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
+from chatcell_jax.serve.generation import GeneConstraint, Generator
+from chatcell_jax.serve.prompts import annotation_prompt, generation_prompt
+from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
 
 K, SEED = 4, 5
 BAD = [0, 257, -3, 2.5, "8", True, None]
@@ -26,7 +26,7 @@ BAD = [0, 257, -3, 2.5, "8", True, None]
 @pytest.fixture(scope="module")
 def model(trained_run):
     """(generator, manifest, constraint to the training top-N, cell types, three requests)."""
-    from chatcell_jax.inference import load_generator
+    from chatcell_jax.serve.loading import load_generator
 
     run, _ = trained_run
     generator, manifest = load_generator(run, batch_size=8)
@@ -101,7 +101,7 @@ def test_beam_search_reranks_its_beams_and_greedy_has_one_answer(model):
 
 def test_without_cell_types_there_is_one_candidate_and_unknown_types_are_errors(model, caplog):
     generator, _, constraint, types, requests = model
-    with caplog.at_level(logging.INFO, logger="chatcell_jax.pseudocells"):
+    with caplog.at_level(logging.INFO, logger="chatcell_jax.serve.pseudocells"):
         cells = pseudo_cells(generator, requests[:1], constraint, CHATCELL_SAMPLING, candidates=K, cell_types=[])
     assert cells[0].candidates == 1 and "no cell-type labels" in caplog.text
     with pytest.raises(InputError, match="unknown cell type.*'Neuron'"):
@@ -120,7 +120,7 @@ def test_bad_candidate_counts_are_input_errors(value):
 
 @pytest.fixture(scope="module")
 def engine(model):
-    from chatcell_jax.chat import ChatEngine
+    from chatcell_jax.serve.chat import ChatEngine
 
     generator, manifest, *_ = model
     return ChatEngine(generator, manifest)
@@ -143,7 +143,7 @@ def test_chat_pseudo_cells_carry_the_type_probability(engine, model):
 def test_web_api_takes_and_checks_candidates(engine, model):
     from fastapi.testclient import TestClient
 
-    from chatcell_jax.web.server import create_app
+    from chatcell_jax.serve.web.server import create_app
 
     *_, types, _ = model
     client = TestClient(create_app(engine))
@@ -156,7 +156,7 @@ def test_web_api_takes_and_checks_candidates(engine, model):
 
 
 def test_generate_cells_stores_the_type_probability(model, tmp_path):
-    from chatcell_jax.tasks import generate_cells
+    from chatcell_jax.serve.jobs import generate_cells
 
     generator, manifest, constraint, types, _ = model
     generate_cells(generator, manifest, tmp_path / "c.h5ad", n_cells=2, cell_type=types[2], cfg=CHATCELL_SAMPLING,

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from chatcell_jax.chatcell_format import convert_chatcell_instructions, embedded_sentence
+from chatcell_jax.singlecell.chatcell_json import convert_chatcell_instructions, embedded_sentence
 from chatcell_jax.errors import InputError
-from chatcell_jax.records import load_split, read_chatcell_json, read_jsonl
+from chatcell_jax.singlecell.records import load_split, read_chatcell_json, read_jsonl
 
 GENES = "MALAT1 TMSB4X B2M RPL13 EEF1A1 ACTB CD74 FTL"
 CHATCELL_STYLE = [

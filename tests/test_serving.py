@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from chatcell_jax.cli import main
-from chatcell_jax.instructions import demo_data_path
-from chatcell_jax.records import load_split
+from chatcell_jax.singlecell.prepare import demo_data_path
+from chatcell_jax.singlecell.records import load_split
 
 
 def run_cli(*argv) -> int:
@@ -144,9 +144,9 @@ def test_chat_one_shot_and_interactive(trained_run):
 def test_sharded_generation_equals_single_device(trained_run):
     import jax
 
-    from chatcell_jax.decoding import GenerationConfig
-    from chatcell_jax.inference import load_generator
-    from chatcell_jax.sharding import make_mesh
+    from chatcell_jax.serve.decoding import GenerationConfig
+    from chatcell_jax.serve.loading import load_generator
+    from chatcell_jax.model.sharding import make_mesh
 
     run, data = trained_run
     texts = [r["source"] for r in load_split(data, "valid")[:8]]
@@ -165,8 +165,8 @@ def test_sharded_generation_equals_single_device(trained_run):
 def test_bfloat16_answers_agree_with_float32(trained_run, prompts_file, tmp_path):
     """The bfloat16 compute path (for GPU/TPU scoring): really computed in bfloat16 (scores move),
     yet the same answers and label probabilities as float32 on this model."""
-    from chatcell_jax.decoding import GenerationConfig
-    from chatcell_jax.inference import load_generator
+    from chatcell_jax.serve.decoding import GenerationConfig
+    from chatcell_jax.serve.loading import load_generator
 
     run, data = trained_run
     texts = [r["source"] for r in load_split(data, "valid")[:8]]

@@ -8,9 +8,9 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from chatcell_jax.errors import InputError
-from chatcell_jax.hf import load_model, save_model
+from chatcell_jax.model.directory import load_model, save_model
 from chatcell_jax.model import T5
-from chatcell_jax.sharding import (LOGICAL_AXIS_RULES, batch_sharding, create_sharded_model, fit_config,
+from chatcell_jax.model.sharding import (LOGICAL_AXIS_RULES, batch_sharding, create_sharded_model, fit_config,
                                    param_shardings,
                                    logical_to_spec, make_mesh)
 from tests.helpers_model import VOCAB, batch, config, logits

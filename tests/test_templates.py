@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from chatcell_jax import templates
+from chatcell_jax.singlecell import templates
 
 
 def test_phrasing_counts():

@@ -4,9 +4,9 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from chatcell_jax import instructions as ins
+from chatcell_jax.singlecell import prepare as ins
 from chatcell_jax.errors import InputError
-from chatcell_jax.records import load_split
+from chatcell_jax.singlecell.records import load_split
 from chatcell_jax.tokenizer import build_tokenizer, count_unknown_genes, train_base, words_from_manifest
 
 

@@ -3,7 +3,7 @@ import jax
 import pytest
 
 from chatcell_jax.cli import main
-from chatcell_jax.config import load_config
+from chatcell_jax.train.config import load_config
 from chatcell_jax.errors import InputError
 from chatcell_jax.train import Trainer, train
 from helpers_train import SMALL, prepare

@@ -3,11 +3,11 @@ import jax
 import numpy as np
 from transformers import AutoTokenizer
 
-from chatcell_jax.config import load_config
-from chatcell_jax.hf import load_model, save_model
+from chatcell_jax.train.config import load_config
+from chatcell_jax.model.directory import load_model, save_model
 from chatcell_jax.model import T5, T5Config
 from chatcell_jax.model.params import init_params
-from chatcell_jax.sharding import make_mesh
+from chatcell_jax.model.sharding import make_mesh
 from chatcell_jax.train import train
 from chatcell_jax.train.model_init import build_params
 from helpers_train import SMALL, metrics, prepare

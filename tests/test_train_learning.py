@@ -1,7 +1,7 @@
 """The tiny preset learns the bundled PBMC instructions, and evaluations report per-task decoding metrics."""
 import pytest
 
-from chatcell_jax.config import load_config
+from chatcell_jax.train.config import load_config
 from chatcell_jax.train import train
 from helpers_train import metrics, prepare
 

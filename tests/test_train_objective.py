@@ -5,8 +5,8 @@ import pytest
 
 import jax.numpy as jnp
 
-from chatcell_jax import data as data_lib
-from chatcell_jax import packing
+from chatcell_jax.train import data as data_lib
+from chatcell_jax.train import packing
 from chatcell_jax.train.loss import loss_weights, token_loss_sums
 
 IGNORE = data_lib.IGNORE

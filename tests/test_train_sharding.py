@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from chatcell_jax.config import load_config
+from chatcell_jax.train.config import load_config
 from chatcell_jax.train import Trainer
 from helpers_train import SMALL, losses, prepare
 

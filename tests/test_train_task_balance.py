@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from chatcell_jax.config import load_config
+from chatcell_jax.train.config import load_config
 from chatcell_jax.train import Trainer
 from helpers_train import SMALL, metrics, prepare
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from chatcell_jax.records import load_split
+from chatcell_jax.singlecell.records import load_split
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -31,7 +31,7 @@ def engine(trained_run):
 
 @pytest.fixture(scope="module")
 def client(engine):
-    from chatcell_jax.web.server import Limits, create_app
+    from chatcell_jax.serve.web.server import Limits, create_app
 
     return TestClient(create_app(engine, Limits(max_prompt_chars=2000, max_batch=4, max_new_tokens=64)))
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from chatcell_jax.cli.score import add_candidates_argument, add_model_arguments
-from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, check_candidates
+from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,8 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def load_engine(args: argparse.Namespace, data_dir: Path | None = None):
-    from chatcell_jax.chat import ChatEngine, example_sentences
-    from chatcell_jax.inference import load_generator, require_manifest
+    from chatcell_jax.serve.chat import ChatEngine, example_sentences
+    from chatcell_jax.serve.loading import load_generator, require_manifest
 
     generator, manifest = load_generator(args.model, manifest=args.manifest, batch_size=min(args.batch_size, 8),
                                          max_source_length=args.max_source_length, devices=args.devices,
@@ -84,7 +84,7 @@ def run_chat(args: argparse.Namespace) -> int:
 def run_web(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from chatcell_jax.web.server import create_app
+    from chatcell_jax.serve.web.server import create_app
 
     engine = load_engine(args, args.data)
     print(f"chatcell web: http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)

@@ -22,14 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from chatcell_jax.hf import import_hf
+    from chatcell_jax.hf.convert import import_hf
 
     import_hf(args.hf_dir, args.out)
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from chatcell_jax.hf import export_hf
+    from chatcell_jax.hf.convert import export_hf
 
     export_hf(args.model, args.out)
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from chatcell_jax.cli.score import add_candidates_argument
 from chatcell_jax.errors import InputError
-from chatcell_jax.pseudocells import check_candidates
+from chatcell_jax.serve.pseudocells import check_candidates
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_model(args: argparse.Namespace) -> list[dict]:
     from chatcell_jax.evaluate.predict import predict_records
-    from chatcell_jax.instructions import load_manifest
-    from chatcell_jax.records import load_split
+    from chatcell_jax.singlecell.prepare import load_manifest
+    from chatcell_jax.singlecell.records import load_split
 
     records = load_split(args.data, args.split)
     predictions = predict_records(args.model, records, load_manifest(args.data), batch_size=args.batch_size,

@@ -64,10 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chatcell_jax import instructions as ins
+    from chatcell_jax.singlecell import prepare as ins
 
     if args.chatcell_json:
-        from chatcell_jax.chatcell_format import convert_chatcell_instructions
+        from chatcell_jax.singlecell.chatcell_json import convert_chatcell_instructions
 
         manifest = convert_chatcell_instructions(args.chatcell_json, args.out, overwrite=args.overwrite)
     else:
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace):
-    from chatcell_jax import instructions as ins
+    from chatcell_jax.singlecell import prepare as ins
 
     if args.demo == (args.input is not None):
         raise InputError("give exactly one of INPUT.h5ad or --demo (or --chatcell-json DIR)")

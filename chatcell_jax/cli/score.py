@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, MAX_CANDIDATES, check_candidates
+from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, MAX_CANDIDATES, check_candidates
 
 
 def add_model_arguments(p: argparse.ArgumentParser, devices: str = "all") -> None:
@@ -104,7 +104,7 @@ def _add_reading_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def decoding_config(args: argparse.Namespace, top_k: int):
-    from chatcell_jax.decoding import CHATCELL_SAMPLING, GenerationConfig
+    from chatcell_jax.serve.decoding import CHATCELL_SAMPLING, GenerationConfig
 
     common = dict(max_new_tokens=args.max_new_tokens or top_k + 16, min_new_tokens=args.min_new_tokens,
                   length_penalty=args.length_penalty)
@@ -120,7 +120,7 @@ def decoding_config(args: argparse.Namespace, top_k: int):
 
 
 def _load(args):
-    from chatcell_jax.inference import load_generator
+    from chatcell_jax.serve.loading import load_generator
 
     return load_generator(args.model, manifest=args.manifest, batch_size=args.batch_size,
                           max_source_length=args.max_source_length, devices=args.devices, dtype=args.dtype)
@@ -131,7 +131,7 @@ def _top_k(manifest: dict | None) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from chatcell_jax.tasks import generate_jsonl
+    from chatcell_jax.serve.jobs import generate_jsonl
 
     generator, manifest = _load(args)
     n = generate_jsonl(generator, args.input, args.out, decoding_config(args, _top_k(manifest)), seed=args.seed,
@@ -141,16 +141,16 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _settings(args, manifest):
-    from chatcell_jax.prompts import SentenceSettings
+    from chatcell_jax.serve.prompts import SentenceSettings
 
     return SentenceSettings.from_manifest(manifest, layer=args.layer, use_raw=args.raw, gene_key=args.gene_key,
                                           allow_non_integer=args.allow_non_integer)
 
 
 def run_annotate(args: argparse.Namespace) -> int:
-    from chatcell_jax import prompts
-    from chatcell_jax.inference import require_manifest
-    from chatcell_jax.tasks import classify_h5ad
+    from chatcell_jax.serve import prompts
+    from chatcell_jax.serve.loading import require_manifest
+    from chatcell_jax.serve.jobs import classify_h5ad
 
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "annotate")
@@ -162,9 +162,9 @@ def run_annotate(args: argparse.Namespace) -> int:
 
 
 def run_predict_drug(args: argparse.Namespace) -> int:
-    from chatcell_jax import prompts
-    from chatcell_jax.inference import require_manifest
-    from chatcell_jax.tasks import classify_h5ad
+    from chatcell_jax.serve import prompts
+    from chatcell_jax.serve.loading import require_manifest
+    from chatcell_jax.serve.jobs import classify_h5ad
 
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "predict-drug")
@@ -177,8 +177,8 @@ def run_predict_drug(args: argparse.Namespace) -> int:
 
 
 def run_generate_cells(args: argparse.Namespace) -> int:
-    from chatcell_jax.inference import require_manifest
-    from chatcell_jax.tasks import generate_cells
+    from chatcell_jax.serve.loading import require_manifest
+    from chatcell_jax.serve.jobs import generate_cells
 
     check_candidates(args.candidates)  # before loading the model
     generator, manifest = _load(args)

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from chatcell_jax.config import load_config
+    from chatcell_jax.train.config import load_config
     from chatcell_jax.train import train
 
     if not args.verbose:  # Orbax logs every save step by step through absl

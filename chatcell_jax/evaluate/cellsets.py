@@ -17,7 +17,7 @@ import numpy as np
 from chatcell_jax.errors import InputError
 from chatcell_jax.evaluate.generation import CellSet
 from chatcell_jax.evaluate.realcells import RealCells, load_real_cells
-from chatcell_jax.records import is_gene_list
+from chatcell_jax.singlecell.records import is_gene_list
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from chatcell_jax.evaluate import distributions, neighbours
 from chatcell_jax.evaluate.metrics import sentence_metrics
-from chatcell_jax.inverse import InverseFit, reconstruct_expression
+from chatcell_jax.singlecell.inverse import InverseFit, reconstruct_expression
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from chatcell_jax.evaluate import baselines, generation
 from chatcell_jax.evaluate.cellsets import KIND_TASKS, RealCellSets, cell_key
 from chatcell_jax.evaluate.metrics import classification_metrics, confusion_matrix, normalise_answer
 from chatcell_jax.evaluate.report import write_report
-from chatcell_jax.instructions import load_manifest
-from chatcell_jax.inverse import InverseFit
-from chatcell_jax.records import load_split
-from chatcell_jax.templates import TASKS
+from chatcell_jax.singlecell.prepare import load_manifest
+from chatcell_jax.singlecell.inverse import InverseFit
+from chatcell_jax.singlecell.records import load_split
+from chatcell_jax.singlecell.templates import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def _real_cell_sets(manifest: dict, by_task: dict, split_records, data_dir, opti
 
 def read_predictions(path: str | Path) -> list[dict]:
     """Records with an `output` field from a JSONL file (e.g. written by `chatcell generate`)."""
-    from chatcell_jax.records import read_jsonl
+    from chatcell_jax.singlecell.records import read_jsonl
 
     records = list(read_jsonl(path))
     missing = next((i for i, r in enumerate(records, 1) if "output" not in r), None)

@@ -2,7 +2,7 @@
 
 Answers are produced the way ChatCell produced the ones it scored: sampled with its published
 settings (top-k 50, top-p 0.95, no repeated bigrams), one answer per record, through the batch job
-`chatcell_jax.tasks.generate_jsonl` (the same code as `chatcell generate`). Constrained answers
+`chatcell_jax.serve.jobs.generate_jsonl` (the same code as `chatcell generate`). Constrained answers
 are produced as well (unless `constrained` is False) and the report shows both kinds:
 
 - classification tasks: the model scores every label as a whole answer (`Generator.classify`),
@@ -10,7 +10,7 @@ are produced as well (unless `constrained` is False) and the report shows both k
 - generation tasks: a gene-constrained answer, `output_genes`, sampled with the same settings but
   exactly N (the data's top-N) distinct genes of the model's vocabulary (`GeneConstraint`). A
   pseudo-cell record's is the best of `candidates` such samples by the model's own annotation
-  (`chatcell_jax.pseudocells`), stored with `candidates` and `type_probability` (the model's
+  (`chatcell_jax.serve.pseudocells`), stored with `candidates` and `type_probability` (the model's
   probability of the requested type for it; absent when there was one candidate). A tokenizer
   without single-token genes (the published ChatCell's) gets none, with a warning.
 
@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from chatcell_jax.errors import InputError
-from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, check_candidates
+from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,14 @@ LABEL_SETS = {"annotation": "cell_type", "drug_sensitivity": "response"}
 
 
 def _generation_modules():
-    """(tasks, inference, decoding), or an InputError saying generation is not available."""
+    """(jobs, loading, decoding), or an InputError saying generation is not available."""
     try:
-        from chatcell_jax import tasks  # first: it is the piece that may be missing
-        from chatcell_jax import decoding, inference
+        from chatcell_jax.serve import jobs  # first: it is the piece that may be missing
+        from chatcell_jax.serve import decoding, loading
     except ImportError as err:
         raise InputError(f"generation is not available yet in this installation ({err}); score existing answers "
                          "instead: `chatcell evaluate --data DIR --predictions FILE.jsonl --out REPORT`") from err
-    return tasks, inference, decoding
+    return jobs, loading, decoding
 
 
 def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: dict, *, batch_size: int = 16,
@@ -52,15 +52,15 @@ def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: di
     classification records and `output_genes` for the generation records (for pseudo-cells the
     best of `candidates` samples by the model's own annotation)."""
     check_candidates(candidates)
-    tasks, inference, decoding = _generation_modules()
-    generator, _ = inference.load_generator(model_ref, batch_size=batch_size, max_source_length=max_source_length)
+    jobs, loading, decoding = _generation_modules()
+    generator, _ = loading.load_generator(model_ref, batch_size=batch_size, max_source_length=max_source_length)
     top_k = int(manifest.get("top_k") or 100)
     # Two tokens per gene covers ChatCell's own tokenizer ("▁" + gene); ours needs one.
     cfg = replace(decoding.CHATCELL_SAMPLING, max_new_tokens=max_new_tokens or 2 * top_k + 16)
     with tempfile.TemporaryDirectory(prefix="chatcell-evaluate-") as tmp:
         source, answers = Path(tmp) / "records.jsonl", Path(tmp) / "answers.jsonl"
         source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        tasks.generate_jsonl(generator, source, answers, cfg, seed=seed, truncate=truncate, progress=progress)
+        jobs.generate_jsonl(generator, source, answers, cfg, seed=seed, truncate=truncate, progress=progress)
         predictions = [json.loads(line) for line in answers.read_text(encoding="utf-8").splitlines() if line.strip()]
     if constrained:
         _add_label_probs(generator, predictions, manifest, truncate, progress)
@@ -72,8 +72,8 @@ def _add_gene_answers(generator, predictions: list[dict], manifest: dict, cfg, s
                       progress: bool, candidates: int = DEFAULT_CANDIDATES) -> None:
     """`output_genes` for the generation records; pseudo-cell records also get `candidates` and
     (when more than one was drawn) `type_probability`."""
-    from chatcell_jax.generation import GeneConstraint
-    from chatcell_jax.pseudocells import pseudo_cells
+    from chatcell_jax.serve.generation import GeneConstraint
+    from chatcell_jax.serve.pseudocells import pseudo_cells
 
     random_rows = [p for p in predictions if p.get("task") == "random_generation"]
     pseudo_rows = [p for p in predictions if p.get("task") == "pseudo_cell_generation"]

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from chatcell_jax import cells
+from chatcell_jax.singlecell import cells
 from chatcell_jax.errors import InputError
-from chatcell_jax.h5ad import H5adFile, MatrixSpec
+from chatcell_jax.singlecell.h5ad import H5adFile, MatrixSpec
 
 log = logging.getLogger(__name__)
 

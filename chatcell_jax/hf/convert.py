@@ -10,7 +10,7 @@ import jax
 from chatcell_jax.errors import InputError
 from chatcell_jax.hf.files import atomic_dir, copy_tokenizer, tokenizer_files
 from chatcell_jax.hf.mapping import params_to_hf
-from chatcell_jax.hf.model_dir import load_model, read_hf, save_model
+from chatcell_jax.model.directory import load_model, read_hf, save_model
 from chatcell_jax.model.config import T5Config
 from chatcell_jax.model.t5 import T5
 

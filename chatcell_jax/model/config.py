@@ -27,7 +27,7 @@ FEED_FORWARD = {
 }
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "minimal", "full")
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"  # package data: an installed wheel has them
 
 # The fields shared with transformers' T5Config, in its order.
 HF_FIELDS = (
@@ -165,7 +165,7 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name_or_path: str | Path, **overrides: Any) -> T5Config:
-    """A preset by name (`configs/model/<name>.yaml`) or a YAML file path; `overrides` win."""
+    """A preset by name (`chatcell_jax/model/presets/<name>.yaml`) or a YAML file path; `overrides` win."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = PRESET_DIR / f"{name_or_path}.yaml"

@@ -12,7 +12,7 @@ its methods, or call `decode_step(config, params, ...)` on `model.params()` dire
         cache = init_cache(cfg, params, batch, max_len, enc, mask)
         layers = split_decoder_layers(params)        # once, outside the loop (see its docstring)
         step_fn = lambda tok, cache, i: decode_step(cfg, layers, tok, cache, i)
-        ...                                           # chatcell_jax.decoding.generate(step_fn, cache, ...)
+        ...                                           # chatcell_jax.serve.decoding.generate(step_fn, cache, ...)
 
 Layers are stacked ([L, ...] per weight) and run with `lax.scan` (or an unrolled loop with
 `scan_layers=False`), optionally under `jax.checkpoint` (remat). Dropout takes an explicit PRNG key
@@ -108,7 +108,7 @@ def _segment_mask(query_segments: jax.Array, key_segments: jax.Array) -> jax.Arr
 def encode(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask: jax.Array,
            dropout_rng: jax.Array | None = None, segment_ids: jax.Array | None = None) -> jax.Array:
     """Encoder hidden states [B, S, D] (compute dtype). `dropout_rng=None`: no dropout.
-    `segment_ids` [B, S] (packed rows, see chatcell_jax.packing) keep attention inside an example."""
+    `segment_ids` [B, S] (packed rows, see chatcell_jax.train.packing) keep attention inside an example."""
     dtype, rate, eps = jnp.dtype(cfg.dtype), cfg.dropout_rate, cfg.layer_norm_epsilon
     stack = params["encoder"]
     keys = jax.random.split(dropout_rng, 3) if dropout_rng is not None else (None,) * 3
@@ -193,7 +193,7 @@ def forward(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask:
 def init_cache(cfg: T5Config, params: Params, batch_size: int, max_decode_length: int,
                encoder_hidden: jax.Array, attention_mask: jax.Array) -> Cache:
     """Decoding state for N = `batch_size` rows, a multiple K of the encoder batch B: row b * K + k
-    is beam slot k of input b (the layout of `chatcell_jax.decoding`; K = 1 without beams).
+    is beam slot k of input b (the layout of `chatcell_jax.serve.decoding`; K = 1 without beams).
 
     self_k           tuple of L arrays [B, H, K, dk, T] when K == 1, else [B, H, K, T, dk]
     self_v           tuple of L arrays [B, H, K, T, dk]
@@ -360,7 +360,7 @@ def _make(spec: ParamSpec | dict, value: Any) -> nnx.Module | nnx.Param:
         return _Group(spec, value)
     # Logical axis names ride along as `out_sharding` metadata (for nnx.get_partition_spec under
     # nnx.logical_axis_rules); eager sharding is off because placement is done by
-    # chatcell_jax.sharding, which also handles sizes that do not divide the mesh.
+    # chatcell_jax.model.sharding, which also handles sizes that do not divide the mesh.
     return nnx.Param(value, out_sharding=spec.axes, eager_sharding=False)
 
 

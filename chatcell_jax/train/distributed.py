@@ -12,7 +12,7 @@ import logging
 
 import jax
 
-from chatcell_jax.config import TrainConfig
+from chatcell_jax.train.config import TrainConfig
 from chatcell_jax.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chatcell_jax.decoding import GenerationConfig
+from chatcell_jax.serve.decoding import GenerationConfig
 from chatcell_jax.evaluate.metrics import normalise_answer, sentence_metrics
 
 log = logging.getLogger(__name__)

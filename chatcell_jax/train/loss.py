@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from chatcell_jax.data import IGNORE, TASK_SLOTS
+from chatcell_jax.train.data import IGNORE, TASK_SLOTS
 
 def _example_index(labels: jax.Array, segments: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """(tokens in the token's own example [B, T], 1 at the first token of each example [B, T]).

@@ -1,6 +1,6 @@
 """The model a run trains: a preset from scratch, or a pretrained model grown by the new tokens.
 
-Either way the parameters end up on the mesh with the shardings of `chatcell_jax.sharding`, and
+Either way the parameters end up on the mesh with the shardings of `chatcell_jax.model.sharding`, and
 the vocabulary (the tokenizer's length) is padded to a multiple that divides the model axis.
 """
 from __future__ import annotations
@@ -10,12 +10,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from chatcell_jax.config import TrainConfig
+from chatcell_jax.train.config import TrainConfig
 from chatcell_jax.errors import InputError
 from chatcell_jax.model import extend_vocab, load_preset
 from chatcell_jax.model.config import T5Config
 from chatcell_jax.model.params import Params
-from chatcell_jax.sharding import create_sharded_model, fit_config, shard_params
+from chatcell_jax.model.sharding import create_sharded_model, fit_config, shard_params
 
 
 def _overrides(config: TrainConfig) -> dict:
@@ -51,7 +51,7 @@ def build_params(config: TrainConfig, tokenizer_size: int, mesh: jax.sharding.Me
     if not path.is_dir():
         cfg = fit_config(load_preset(config.model, vocab_size=tokenizer_size, **_overrides(config)), mesh)
         return cfg, create_sharded_model(cfg, mesh, config.seed).params()
-    from chatcell_jax.hf import load_model
+    from chatcell_jax.model.directory import load_model
 
     loaded_cfg, model, _ = load_model(path, **_overrides(config))
     _check_vocab(loaded_cfg.vocab_size, tokenizer_size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from chatcell_jax.config import TrainConfig
+from chatcell_jax.train.config import TrainConfig
 
 
 def make_schedule(config: TrainConfig) -> optax.Schedule:

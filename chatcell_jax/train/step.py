@@ -1,7 +1,7 @@
 """The jitted train and eval steps over the functional T5, with explicit shardings and donation.
 
 Train state is a plain pytree: {"params", "opt_state", "step", "rng"}. Parameters keep the
-shardings of `chatcell_jax.sharding` (born sharded); optimizer moments take their parameter's
+shardings of `chatcell_jax.model.sharding` (born sharded); optimizer moments take their parameter's
 sharding, and anything else (counts, Adafactor's small factored statistics) is replicated. The
 batch is split over (data, fsdp). The state buffers are donated, so a step updates in place.
 
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from chatcell_jax.data import TASK_SLOTS
+from chatcell_jax.train.data import TASK_SLOTS
 from chatcell_jax.model.config import T5Config
 from chatcell_jax.model.t5 import forward
 from chatcell_jax.train.loss import loss_weights, token_loss_sums

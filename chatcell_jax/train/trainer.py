@@ -12,7 +12,7 @@
     RUN/loss_curve.png
 
 Every process runs this same function; process 0 writes the files. Load the result with
-`chatcell_jax.hf.load_model(RUN / "model")` (or pass RUN to any command taking a model).
+`chatcell_jax.model.directory.load_model(RUN / "model")` (or pass RUN to any command taking a model).
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from chatcell_jax import data as data_lib
-from chatcell_jax.config import TrainConfig, read_saved_config, save_config
+from chatcell_jax.train import data as data_lib
+from chatcell_jax.train.config import TrainConfig, read_saved_config, save_config
 from chatcell_jax.errors import InputError
-from chatcell_jax.sharding import batch_shards, batch_sharding, make_mesh, param_shardings
+from chatcell_jax.model.sharding import batch_shards, batch_sharding, make_mesh, param_shardings
 from chatcell_jax.train import distributed
 from chatcell_jax.train.checkpoint import Checkpoints
 from chatcell_jax.train.metrics import MetricsLog, peak_flops, plot_losses, train_flops
@@ -162,7 +162,7 @@ class Trainer:
         """Per-task greedy-decoding metrics on a fixed validation sample (`eval_generate` per task)."""
         if not self.config.eval_generate or not self.valid_records:
             return {}
-        from chatcell_jax.generation import Generator
+        from chatcell_jax.serve.generation import Generator
         from chatcell_jax.train import generation_eval
 
         if self._generation is None:  # one Generator for the run, so its search compiles once
@@ -260,7 +260,7 @@ def per_task_losses(prefix: str, task_ce: np.ndarray, task_tokens: np.ndarray) -
 
 def _data_manifest(data_dir: str) -> dict | None:
     """Our prepared data's manifest; None for ChatCell-Instructions data, which has none."""
-    from chatcell_jax.instructions import load_manifest
+    from chatcell_jax.singlecell.prepare import load_manifest
 
     return load_manifest(data_dir) if (Path(data_dir) / "manifest.json").is_file() else None
 
@@ -276,7 +276,7 @@ def gather(tree):
 
 def save_trained_model(run_dir: Path, model_cfg, params, config: TrainConfig) -> None:
     """RUN/model (with the tokenizer and the data manifest), RUN/manifest.json and the loss curve."""
-    from chatcell_jax.hf import save_model
+    from chatcell_jax.model.directory import save_model
     from chatcell_jax.model import T5
 
     save_model(T5.from_params(model_cfg, params), None, run_dir / "model", tokenizer_dir=config.tokenizer)

@@ -106,6 +106,6 @@ def load_model(model_ref: str | Path, mesh: jax.sharding.Mesh | None = None,
         raise InputError(f"{path} is not a model: expected our model directory ({CONFIG_FILE}) or a Hugging Face "
                          "directory (config.json + model.safetensors)")
     if mesh is not None:
-        from chatcell_jax.sharding import shard_params
+        from chatcell_jax.model.sharding import shard_params
         params = shard_params(params, config, mesh)
     return config, T5.from_params(config, params), tokenizer

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from chatcell_jax.atomic import atomic_dir
 from chatcell_jax.errors import InputError
-from chatcell_jax.instructions import MANIFEST_FORMAT, MANIFEST_VERSION, RESPONSES
-from chatcell_jax.records import SPLITS, is_gene_list, read_chatcell_json, write_jsonl_line
+from chatcell_jax.singlecell.prepare import MANIFEST_FORMAT, MANIFEST_VERSION, RESPONSES
+from chatcell_jax.singlecell.records import SPLITS, is_gene_list, read_chatcell_json, write_jsonl_line
 
 _STRIP = ".,;:!?()[]\"'"
 

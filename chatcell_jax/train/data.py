@@ -10,7 +10,7 @@ many batches were consumed), which goes into every checkpoint.
 Rows are truncated to the maximum lengths (the last kept token replaced by EOS) and counted.
 Padding is either to the batch's longest row rounded up to `bucket_multiple` (agreed across
 processes, so the global array has one shape), or always to the maxima (one compilation), or
-packed: the step's examples share rows (`chatcell_jax.packing`), fewer rows, same loss.
+packed: the step's examples share rows (`chatcell_jax.train.packing`), fewer rows, same loss.
 `jax.make_array_from_process_local_data` assembles the global arrays.
 """
 from __future__ import annotations
@@ -26,10 +26,10 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from chatcell_jax import packing
+from chatcell_jax.train import packing
 from chatcell_jax.errors import InputError
-from chatcell_jax.records import load_split
-from chatcell_jax.templates import TASKS
+from chatcell_jax.singlecell.records import load_split
+from chatcell_jax.singlecell.templates import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Shapes:
 
     max_source: int
     max_target: int
-    padding: str = "bucket"  # "bucket" | "max" | "pack" (see chatcell_jax.packing)
+    padding: str = "bucket"  # "bucket" | "max" | "pack" (see chatcell_jax.train.packing)
     bucket_multiple: int = 64
     decoder_start_id: int = 0
 

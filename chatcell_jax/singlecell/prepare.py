@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from chatcell_jax import cells, templates
+from chatcell_jax.singlecell import cells
+from chatcell_jax.singlecell import templates
 from chatcell_jax.atomic import atomic_dir
 from chatcell_jax.errors import InputError
-from chatcell_jax.h5ad import H5adFile, MatrixSpec
-from chatcell_jax.inverse import InverseFitAccumulator
-from chatcell_jax.records import SPLITS, write_jsonl_line
+from chatcell_jax.singlecell.h5ad import H5adFile, MatrixSpec
+from chatcell_jax.singlecell.inverse import InverseFitAccumulator
+from chatcell_jax.singlecell.records import SPLITS, write_jsonl_line
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from chatcell_jax import cells, templates
+from chatcell_jax.singlecell import cells
+from chatcell_jax.singlecell import templates
 from chatcell_jax.errors import InputError
-from chatcell_jax.h5ad import H5adFile, MatrixSpec
+from chatcell_jax.singlecell.h5ad import H5adFile, MatrixSpec
 
 PHRASING = {task: 0 for task in templates.TASKS}
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chatcell_jax import prompts
+from chatcell_jax.serve import prompts
 from chatcell_jax.atomic import atomic_file
-from chatcell_jax.decoding import GenerationConfig
+from chatcell_jax.serve.decoding import GenerationConfig
 from chatcell_jax.errors import InputError
-from chatcell_jax.generation import GeneConstraint, Generator, manifest_genes
-from chatcell_jax.inverse import InverseFit, reconstruct_expression
-from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
-from chatcell_jax.records import read_jsonl
+from chatcell_jax.serve.generation import GeneConstraint, Generator, manifest_genes
+from chatcell_jax.singlecell.inverse import InverseFit, reconstruct_expression
+from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
+from chatcell_jax.singlecell.records import read_jsonl
 
 log = logging.getLogger(__name__)
 

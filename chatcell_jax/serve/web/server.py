@@ -1,6 +1,6 @@
 """`chatcell web`: a local chat page and a JSON API in front of a model.
 
-The app only validates requests and calls an engine; the engine (see `chatcell_jax.chat`) owns the
+The app only validates requests and calls an engine; the engine (see `chatcell_jax.serve.chat`) owns the
 model. Requests are checked against `Limits` before any model work, so bad input is a 4xx and never
 reaches JAX. The model is called under a lock: one decode at a time keeps memory bounded and
 compiled shapes reused, while the server keeps accepting requests (they queue on the lock).
@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatcell_jax.errors import InputError
-from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, check_candidates
+from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Engine(Protocol):
 class GenerateRequest(BaseModel):
     """The body of POST /api/generate. Unknown fields are rejected, so a typo is never ignored.
 
-    Answers to generation questions are gene-constrained (see `chatcell_jax.chat`); `free: true`
+    Answers to generation questions are gene-constrained (see `chatcell_jax.serve.chat`); `free: true`
     decodes them as free text with the same settings. A pseudo-cell answer is the best of
     `candidates` samples by the model's own annotation (1: plain constrained sampling)."""
 
@@ -74,7 +74,7 @@ class GenerateRequest(BaseModel):
 def create_app(engine: Engine, limits: Limits = Limits()) -> FastAPI:
     app = FastAPI(title="chatcell-jax", docs_url=None, redoc_url=None)
     lock = threading.Lock()
-    page = (resources.files("chatcell_jax.web") / "index.html").read_text(encoding="utf-8")
+    page = (resources.files("chatcell_jax.serve.web") / "index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:

@@ -7,7 +7,7 @@ gene-constrained by default, in the chosen decoding mode: exactly N distinct gen
 vocabulary (N from the question, else the training top-N), so a generated cell is never malformed
 either; the option `free` (CLI `--free`, web API `"free": true`) decodes them as free text instead.
 A pseudo-cell question (a cell of a named type) is answered with the best of `candidates` samples
-by the model's own annotation (`chatcell_jax.pseudocells`); the answer carries `type_probability`
+by the model's own annotation (`chatcell_jax.serve.pseudocells`); the answer carries `type_probability`
 and `candidates`, and a note says so. Genes the model does not know are reported in `notes`.
 """
 from __future__ import annotations
@@ -16,12 +16,12 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from chatcell_jax import prompts
-from chatcell_jax.decoding import CHATCELL_SAMPLING, GenerationConfig
+from chatcell_jax.serve import prompts
+from chatcell_jax.serve.decoding import CHATCELL_SAMPLING, GenerationConfig
 from chatcell_jax.errors import InputError
-from chatcell_jax.generation import Answer, GeneConstraint, Generator, GeneVocabulary
-from chatcell_jax.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
-from chatcell_jax.templates import GENERATION_TASKS
+from chatcell_jax.serve.generation import Answer, GeneConstraint, Generator, GeneVocabulary
+from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
+from chatcell_jax.singlecell.templates import GENERATION_TASKS
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def example_sentences(manifest: dict, data_dir: Path | None, count: int = 3) -> 
     """Real cell sentences for examples: the test split's annotation inputs when the data directory
     is at hand, else the training source file named in the manifest."""
     if data_dir is not None and (data_dir / "test.jsonl").is_file():
-        from chatcell_jax.records import read_jsonl
+        from chatcell_jax.singlecell.records import read_jsonl
 
         found = []
         for record in read_jsonl(data_dir / "test.jsonl"):

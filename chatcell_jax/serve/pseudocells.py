@@ -28,8 +28,8 @@ from chatcell_jax.errors import InputError
 if TYPE_CHECKING:
     import numpy as np
 
-    from chatcell_jax.decoding import GenerationConfig
-    from chatcell_jax.generation import Answer, GeneConstraint, Generator
+    from chatcell_jax.serve.decoding import GenerationConfig
+    from chatcell_jax.serve.generation import Answer, GeneConstraint, Generator
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def type_probabilities(generator: Generator, sentences: Sequence[str], requested
                        cell_types: Sequence[str], truncate: bool = False, progress: bool = False) -> np.ndarray:
     """[n] the model's annotation probability of each sentence's requested type (one batched
     `classify` over every sentence)."""
-    from chatcell_jax import prompts
+    from chatcell_jax.serve import prompts
 
     probs = generator.classify([prompts.annotation_prompt(s) for s in sentences], cell_types, truncate=truncate,
                                progress=progress)

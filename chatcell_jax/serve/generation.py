@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from chatcell_jax import decoding
-from chatcell_jax.decoding import GenerationConfig
+from chatcell_jax.serve import decoding
+from chatcell_jax.serve.decoding import GenerationConfig
 from chatcell_jax.errors import InputError
 from chatcell_jax.model import t5
 from chatcell_jax.model.config import T5Config
@@ -189,7 +189,7 @@ class Generator:
     def _place(self, *arrays: np.ndarray):
         if self.mesh is None:
             return arrays
-        from chatcell_jax.sharding import batch_sharding
+        from chatcell_jax.model.sharding import batch_sharding
 
         sharding = batch_sharding(self.mesh)
         return tuple(jax.device_put(a, sharding) for a in arrays)

@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 
 from chatcell_jax.errors import InputError
-from chatcell_jax.generation import Generator
+from chatcell_jax.serve.generation import Generator
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def data_parallel_mesh(devices: int | str) -> jax.sharding.Mesh | None:
     """A (n, 1, 1) mesh over the first n local devices ("all": every one), or None for one device.
 
     Generation only splits the batch: every device holds the whole model and decodes its rows."""
-    from chatcell_jax.sharding import make_mesh
+    from chatcell_jax.model.sharding import make_mesh
 
     available = jax.local_devices()
     try:
@@ -66,11 +66,11 @@ def load_generator(model_ref: str | Path, *, manifest: str | Path | None = None,
     ("float32" or "bfloat16") overrides the model's compute dtype; None keeps the saved one."""
     from transformers import AutoTokenizer
 
-    from chatcell_jax.hf import load_model
+    from chatcell_jax.model.directory import load_model
 
     mesh = mesh if mesh is not None else data_parallel_mesh(devices)
     if mesh is not None:
-        from chatcell_jax.sharding import batch_shards
+        from chatcell_jax.model.sharding import batch_shards
 
         shards = batch_shards(mesh)
         if batch_size % shards:
