@@ -27,6 +27,8 @@ from pathlib import Path
 
 from chatcell_jax.atomic import atomic_dir
 from chatcell_jax.errors import InputError
+from chatcell_jax.singlecell import manifest as manifest_lib
+from chatcell_jax.singlecell.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +55,10 @@ class NewWords:
         return out
 
 
-def words_from_manifest(manifest: dict) -> NewWords:
+def words_from_manifest(manifest: Manifest) -> NewWords:
     """Genes by frequency (then name), cell types and drugs sorted: a stable order for stable ids."""
-    genes = list(manifest.get("genes") or {})
-    labels = manifest.get("labels") or {}
-    words = NewWords(genes, sorted(labels.get("cell_type") or []), sorted(labels.get("drug") or []))
+    genes = list(manifest.genes)
+    words = NewWords(genes, sorted(manifest.labels.cell_type), sorted(manifest.labels.drug))
     if not words.all():
         raise InputError("the manifest has no genes, cell types or drugs to add; prepare the data first")
     for word in genes:
@@ -196,11 +197,9 @@ def _wrap(spec: dict):
 def build_tokenizer(data_dir: str | Path, out_dir: str | Path, *, base: str | None = None,
                     sp_vocab_size: int = 8000, overwrite: bool = False) -> dict:
     """Write an HF tokenizer directory + chatcell_vocab.json; returns the vocabulary record."""
-    from chatcell_jax.singlecell.prepare import load_manifest
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    manifest = load_manifest(data_dir)
-    words = words_from_manifest(manifest)
+    words = words_from_manifest(manifest_lib.load(data_dir))
     if out_dir.exists() and not overwrite:  # checked before the (slow) training, too
         raise InputError(f"{out_dir} already exists; pass --overwrite to replace it")
     if base is None:

@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from chatcell_jax.cli import main as chatcell
+from chatcell_jax.singlecell import manifest
 from chatcell_jax.singlecell.prepare import demo_data_path
 from chatcell_jax.singlecell.records import load_split
 
@@ -95,14 +96,14 @@ def ask_three_questions(out: Path) -> None:
     test = load_split(out / "data", "test")
     annotation = next(r for r in test if r["task"] == "annotation")
     drug = next(r for r in test if r["task"] == "drug_sensitivity")
-    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    cell_types = manifest.load(out / "data").labels.cell_type
     cell_type = annotation["label"]
     questions = [
         (annotation["source"], f"true answer: {annotation['label']}"),
         (f"Generate the top 20 genes of a {cell_type} cell.", "a pseudo-cell of that type"),
         (drug["source"], f"true answer: {drug['label']} (synthetic fixture)"),
     ]
-    assert cell_type in manifest["labels"]["cell_type"]
+    assert cell_type in cell_types
     for question, note in questions:
         print(f"\n=== Question ({note})\n{question[:300]}{'...' if len(question) > 300 else ''}", flush=True)
         if chatcell(["chat", str(out / "run"), question, "--mode", "sample"]) != 0:

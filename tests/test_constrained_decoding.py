@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from chatcell_jax.singlecell import manifest as manifest_lib
 from chatcell_jax.serve.decoding import (CHATCELL_SAMPLING, GenerationConfig, exactly_distinct, generate, row_keys,
                                    sample_or_greedy)
 from chatcell_jax.errors import InputError
@@ -129,7 +130,7 @@ def setup(tmp_path_factory):
     from chatcell_jax.model.t5 import T5
 
     data, tok_dir = prepare(tmp_path_factory.mktemp("constrained"))
-    manifest = json.loads((data / "manifest.json").read_text())
+    manifest = manifest_lib.load(data)
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     cfg = model_config("v1.0", vocab_size=len(tokenizer))
     generator = Generator(cfg, T5(cfg, rngs=nnx.Rngs(0)).params(), tokenizer, batch_size=4)
@@ -142,8 +143,8 @@ SEARCHES = {"greedy": GenerationConfig(), "beam": GenerationConfig(num_beams=4),
             "beam-3-returned": GenerationConfig(num_beams=4, num_return_sequences=3), "sample": CHATCELL_SAMPLING}
 
 
-def check_genes(answers, vocabulary, manifest: dict, n: int, eos: int = 1) -> None:
-    known = set(manifest["dataset_genes"])
+def check_genes(answers, vocabulary, manifest, n: int, eos: int = 1) -> None:
+    known = set(manifest.dataset_genes)
     for options in answers:
         for answer in options:
             genes = answer.text.split()
@@ -154,7 +155,7 @@ def check_genes(answers, vocabulary, manifest: dict, n: int, eos: int = 1) -> No
 
 def test_the_vocabulary_is_the_tokenizers_single_token_genes(setup):
     generator, manifest, vocabulary = setup
-    assert len(vocabulary) == len(manifest["genes"]) < len(manifest["dataset_genes"])  # genes of the sentences
+    assert len(vocabulary) == len(manifest.genes) < len(manifest.dataset_genes)  # genes of the sentences
     ids = generator.tokenizer(list(vocabulary.genes), add_special_tokens=False)["input_ids"]
     assert [i[0] for i in ids] == list(vocabulary.token_ids) and all(len(i) == 1 for i in ids)
     assert max(vocabulary.token_ids) < generator.config.vocab_size
@@ -165,7 +166,7 @@ def test_the_vocabulary_is_the_tokenizers_single_token_genes(setup):
 def test_free_decoding_of_the_untrained_model_repeats_and_invents(setup):
     """What the constraint is for: freely, this model's gene lists are not gene lists."""
     generator, manifest, _ = setup
-    known = set(manifest["dataset_genes"])
+    known = set(manifest.dataset_genes)
     for cfg in (GenerationConfig(max_new_tokens=31), dataclasses.replace(CHATCELL_SAMPLING, max_new_tokens=31)):
         words = [a[0].text.split() for a in generator.generate(PROMPTS, cfg)]
         assert any(len(set(w)) < len(w) or not set(w) <= known or len(w) != 30 for w in words)
@@ -234,7 +235,7 @@ def test_a_tokenizer_without_single_token_genes_is_an_input_error(setup):
         generator.gene_vocabulary({"genes": {}, "dataset_genes": []})
     # ids beyond the model's rows are no genes it can emit
     with pytest.raises(InputError, match="one token per gene"):
-        single_token_genes(generator.tokenizer, manifest["genes"], 3)
+        single_token_genes(generator.tokenizer, manifest.genes, 3)
 
 
 # --- chat, web and generate-cells use it by default --------------------------------------------------
@@ -255,7 +256,7 @@ def is_gene_list(text: str, genes, n: int) -> bool:
 
 def test_chat_generation_questions_get_exactly_n_distinct_genes(engine, setup):
     _, manifest, vocabulary = setup
-    cell_type = manifest["labels"]["cell_type"][0]
+    cell_type = manifest.labels.cell_type[0]
     for options in ({}, {"mode": "greedy"}, {"mode": "beam", "num_beams": 2}):
         result = engine.answer([f"Generate the top 20 genes of a {cell_type} cell."], options)[0]
         assert (result["task"], result["decoding"]) == ("pseudo_cell_generation", "genes")
@@ -263,9 +264,9 @@ def test_chat_generation_questions_get_exactly_n_distinct_genes(engine, setup):
     random_cell = engine.answer(["Generate 12 genes of a random cell."])[0]
     assert random_cell["task"] == "random_generation" and is_gene_list(random_cell["output"], vocabulary.genes, 12)
     default_n = engine.answer(["Give me a random cell."])[0]  # no N in the question: the training top-N
-    assert is_gene_list(default_n["output"], vocabulary.genes, manifest["top_k"])
+    assert is_gene_list(default_n["output"], vocabulary.genes, manifest.top_k)
     free = engine.answer([f"Generate the top 20 genes of a {cell_type} cell."], {"free": True})[0]
-    assert free["decoding"] == "free" and not is_gene_list(free["output"], manifest["dataset_genes"], 20)
+    assert free["decoding"] == "free" and not is_gene_list(free["output"], manifest.dataset_genes, 20)
 
 
 def test_chat_asking_for_more_genes_than_known_is_an_input_error(engine, setup):
@@ -281,7 +282,7 @@ def test_web_api_is_constrained_by_default_and_free_on_request(engine, setup):
 
     _, manifest, vocabulary = setup
     client = TestClient(create_app(engine))
-    question = f"Generate the top 20 genes of a {manifest['labels']['cell_type'][1]} cell."
+    question = f"Generate the top 20 genes of a {manifest.labels.cell_type[1]} cell."
     default = client.post("/api/generate", json={"prompts": [question], "mode": "greedy"})
     assert default.status_code == 200
     result = default.json()["results"][0]
@@ -299,7 +300,7 @@ def test_generate_cells_is_constrained_by_default(setup, tmp_path):
     from chatcell_jax.serve.jobs import generate_cells
 
     generator, manifest, vocabulary = setup
-    n = manifest["top_k"]
+    n = manifest.top_k
     summary = generate_cells(generator, manifest, tmp_path / "genes.h5ad", n_cells=3, cell_type="CD14+ Monocyte",
                              cfg=CHATCELL_SAMPLING)
     cells = ad.read_h5ad(tmp_path / "genes.h5ad")
@@ -332,5 +333,5 @@ def test_evaluate_skips_gene_answers_a_tokenizer_cannot_spell(setup, caplog):
                       False, False)
     assert "one token per gene" in caplog.text and not any("output_genes" in r for r in records)
     _add_gene_answers(generator, records, manifest, CHATCELL_SAMPLING, 0, False, False)
-    assert is_gene_list(records[0]["output_genes"], vocabulary.genes, manifest["top_k"])
+    assert is_gene_list(records[0]["output_genes"], vocabulary.genes, manifest.top_k)
     assert "output_genes" not in records[1]

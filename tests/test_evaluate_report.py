@@ -11,7 +11,8 @@ from chatcell_jax.errors import InputError
 from chatcell_jax.evaluate import EvaluateOptions, evaluate_predictions, read_predictions
 from chatcell_jax.evaluate import report as report_module
 from chatcell_jax.evaluate.realcells import load_real_cells
-from chatcell_jax.singlecell.prepare import PrepareOptions, demo_data_path, load_manifest, prepare_dataset
+from chatcell_jax.singlecell import manifest as manifest_lib
+from chatcell_jax.singlecell.prepare import PrepareOptions, demo_data_path, prepare_dataset
 from chatcell_jax.singlecell.records import load_split
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -144,7 +145,7 @@ def with_gene_answers(predictions: list[dict], n: int) -> list[dict]:
 
 
 def test_gene_constrained_answers_are_reported_next_to_the_free_ones(data, tmp_path):
-    top_k = load_manifest(data)["top_k"]
+    top_k = manifest_lib.load(data).top_k
     predictions = write_jsonl(tmp_path / "p.jsonl", with_gene_answers(noisy_predictions(data), top_k))
     out = tmp_path / "r"
     assert main(["evaluate", "--data", str(data), "--predictions", str(predictions), "--out", str(out)]) == 0
@@ -176,7 +177,7 @@ def test_gene_constrained_answers_are_reported_next_to_the_free_ones(data, tmp_p
 def test_the_report_says_how_the_constrained_pseudo_cells_were_drawn(data, tmp_path):
     """Records with `candidates` and `type_probability` (as `chatcell evaluate` writes them): the
     pseudo-cell section states the draw, K and the model's mean probability of the requested type."""
-    top_k = load_manifest(data)["top_k"]
+    top_k = manifest_lib.load(data).top_k
     predictions = [dict(p, candidates=16, type_probability=0.25 + 0.5 * (i % 2))
                    if p["task"] == "pseudo_cell_generation" else p
                    for i, p in enumerate(with_gene_answers(noisy_predictions(data), top_k))]
@@ -196,9 +197,9 @@ def test_the_report_says_how_the_constrained_pseudo_cells_were_drawn(data, tmp_p
 
 def test_rebuilt_real_cells_reproduce_the_prepared_sentences(data):
     records = [r for r in load_split(data, "test") if r["task"] != "annotation"]
-    cells = load_real_cells(load_manifest(data), [r["cell_id"] for r in records])
+    cells = load_real_cells(manifest_lib.load(data), [r["cell_id"] for r in records])
     assert cells.sentences == [r["target"] for r in records]
-    assert cells.expression.shape == (len(records), len(load_manifest(data)["dataset_genes"]))
+    assert cells.expression.shape == (len(records), len(manifest_lib.load(data).dataset_genes))
     assert cells.expression.max() > 0
 
 

@@ -30,9 +30,9 @@ def test_demo_splits_are_disjoint_and_sized(demo):
     assert not (ids["train"] & ids["valid"]) and not (ids["train"] & ids["test"]) and not (ids["valid"] & ids["test"])
     assert [len(ids[s]) for s in ("train", "valid", "test")] == [560, 70, 70]
     assert sum(len(r) for r in recs.values()) == 700  # mode "one": one instruction per cell
-    assert manifest["counts"]["total"] == {"train": 560, "valid": 70, "test": 70}
-    assert set(manifest["labels"]["cell_type"]) == {r["label"] for rs in recs.values() for r in rs}
-    assert len(manifest["labels"]["cell_type"]) == 10
+    assert manifest.counts["total"] == {"train": 560, "valid": 70, "test": 70}
+    assert set(manifest.labels.cell_type) == {r["label"] for rs in recs.values() for r in rs}
+    assert len(manifest.labels.cell_type) == 10
 
 
 def test_demo_records_are_consistent(demo):
@@ -43,13 +43,13 @@ def test_demo_records_are_consistent(demo):
             genes = record["target"].split()
             assert len(genes) == 100 and len(set(genes)) == 100
             assert f"{len(genes)}" in record["source"]
-            assert all(g in manifest["genes"] for g in genes)
+            assert all(g in manifest.genes for g in genes)
         if record["task"] == "pseudo_cell_generation":
             assert record["label"] in record["source"]
         if record["task"] == "annotation":
             assert record["target"] == record["label"]
-    fit = manifest["inverse_transform"]
-    assert -0.9 < fit["slope"] < -0.5 and 2.0 < fit["intercept"] < 3.2 and fit["r_squared"] > 0.8
+    fit = manifest.inverse_fit
+    assert -0.9 < fit.slope < -0.5 and 2.0 < fit.intercept < 3.2 and fit.r_squared > 0.8
 
 
 def test_same_seed_same_bytes_other_seed_other_split(demo, tmp_path):
@@ -85,7 +85,7 @@ def test_stratified_all_tasks_and_top_k(tmp_path):
     assert len(valid_types) == 10  # every type, even the 8-cell one, reaches valid when stratified
     gen = next(r for r in recs["train"] if r["task"] == "random_generation")
     assert len(gen["target"].split()) == 20 and "20" in gen["source"]
-    assert manifest["top_k"] == 20
+    assert manifest.top_k == 20
 
 
 def test_drug_task_with_response_map(tmp_path):
@@ -101,7 +101,7 @@ def test_drug_task_with_response_map(tmp_path):
     by_cell = {r["cell_id"]: r["target"] for r in recs}
     assert by_cell["cell2"] == "sensitive" and by_cell["cell1"] == "resistant" and by_cell["cell0"] == "sensitive"
     assert all("Cisplatin" in r["source"] for r in recs)
-    assert manifest["labels"]["drug"] == ["Cisplatin"] and manifest["labels"]["response"] == ["resistant", "sensitive"]
+    assert manifest.labels.drug == ("Cisplatin",) and manifest.labels.response == ("resistant", "sensitive")
 
 
 def test_unmapped_response_is_named(tmp_path):
@@ -116,9 +116,9 @@ def test_cells_and_drug_in_one_dataset(tmp_path):
                       obs={"r": ["sensitive", "resistant"] * 15})
     manifest = ins.prepare_dataset(tmp_path / "both", cells_input=ins.demo_data_path(), drug_input=drug,
                                    drug=ins.DrugOptions("Erlotinib", "r"))
-    tasks = {t for split in ("train", "valid", "test") for t in manifest["counts"][split]}
+    tasks = {t for split in ("train", "valid", "test") for t in manifest.counts[split]}
     assert tasks == {"random_generation", "pseudo_cell_generation", "annotation", "drug_sensitivity"}
-    assert manifest["inverse_transform"] == manifest["sources"][0]["inverse_transform"]  # from the cells
+    assert manifest.inverse_fit == manifest.source("cells").inverse_fit != manifest.source("drug").inverse_fit
 
 
 def test_layer_raw_and_gene_key(tmp_path):
@@ -130,7 +130,7 @@ def test_layer_raw_and_gene_key(tmp_path):
                             options=ins.PrepareOptions(source=ins.SourceOptions(layer="counts")))
     b = ins.prepare_dataset(tmp_path / "raw", cells_input=path,
                             options=ins.PrepareOptions(source=ins.SourceOptions(use_raw=True)))
-    assert a["genes"] == b["genes"] and set(a["genes"]) <= {g.upper() for g in genes}
+    assert a.genes == b.genes and set(a.genes) <= {g.upper() for g in genes}
     assert (tmp_path / "layer" / "train.jsonl").read_bytes() == (tmp_path / "raw" / "train.jsonl").read_bytes()
 
 
@@ -142,10 +142,11 @@ def test_qc_filters_and_empty_cells_are_counted(tmp_path):
     path = write_h5ad(tmp_path / "a.h5ad", counts, obs={"cell_type": ["x"] * 40})
     opts = ins.PrepareOptions(source=ins.SourceOptions(min_cells=2, min_genes=1))
     manifest = ins.prepare_dataset(tmp_path / "o", cells_input=path, options=opts)
-    section = manifest["sources"][0]
-    assert section["cells_dropped_no_counts"] == 1 and section["genes_dropped_min_cells"] >= 1
-    assert "GENE5" not in manifest["genes"]
-    assert sum(manifest["counts"]["total"].values()) == 39
+    section = manifest.sources[0]
+    assert section.stats["cells_dropped_no_counts"] == 1 and section.stats["genes_dropped_min_cells"] >= 1
+    assert "GENE5" in section.recipe.dropped_genes
+    assert "GENE5" not in manifest.genes
+    assert sum(manifest.counts["total"].values()) == 39
 
 
 def test_median_target_total(tmp_path):
@@ -153,7 +154,7 @@ def test_median_target_total(tmp_path):
     path = write_h5ad(tmp_path / "a.h5ad", counts, obs={"cell_type": ["x"] * 30})
     manifest = ins.prepare_dataset(tmp_path / "o", cells_input=path,
                                    options=ins.PrepareOptions(source=ins.SourceOptions(target_total="median")))
-    assert manifest["sources"][0]["target_total"] == pytest.approx(np.median(counts.sum(1)))
+    assert manifest.recipe("cells").target_total == pytest.approx(np.median(counts.sum(1)))
 
 
 def test_duplicated_genes_are_made_unique_with_a_warning(tmp_path, caplog):
@@ -162,7 +163,7 @@ def test_duplicated_genes_are_made_unique_with_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         manifest = ins.prepare_dataset(tmp_path / "o", cells_input=path)
     assert "duplicated gene symbols" in caplog.text
-    assert set(manifest["dataset_genes"]) == {"A", "A-1", "B", "C"}
+    assert set(manifest.dataset_genes) == {"A", "A-1", "B", "C"}
 
 
 # --- bad input ------------------------------------------------------------------------------------
@@ -230,14 +231,14 @@ def test_augmented_copies_are_training_cells_only(demo, tmp_path):
     plain, recs = records(out), records(augmented)
     for split in ("valid", "test"):  # held-out cells are never augmented
         assert (augmented / f"{split}.jsonl").read_bytes() == (out / f"{split}.jsonl").read_bytes()
-    assert len(recs["train"]) == 3 * len(plain["train"]) and got["sources"][0]["augmented_cells"] == 2 * 560
-    assert got["cells_per_split"] == manifest["cells_per_split"]  # copies are records, not cells
+    assert len(recs["train"]) == 3 * len(plain["train"]) and got.sources[0].stats["augmented_cells"] == 2 * 560
+    assert got.cells_per_split == manifest.cells_per_split  # copies are records, not cells
     assert {r["cell_id"] for r in recs["train"]} == {r["cell_id"] for r in plain["train"]}
     label_of = {r["cell_id"]: r["label"] for r in plain["train"]}
     assert all(r["label"] == label_of[r["cell_id"]] for r in recs["train"])
     new = {r["source"] + r["target"] for r in recs["train"]} - {r["source"] + r["target"] for r in plain["train"]}
     assert len(new) > 1.9 * len(plain["train"])  # thinning almost always changes the sentence
-    assert got["inverse_transform"] == manifest["inverse_transform"]  # fitted on the original cells
+    assert got.inverse_fit == manifest.inverse_fit  # fitted on the original cells
     small = tmp_path / "small"
     ins.prepare_dataset(small, cells_input=ins.demo_data_path(),
                         options=ins.PrepareOptions(augment=2, source=ins.SourceOptions(chunk_size=33)))

@@ -30,9 +30,9 @@ def model(trained_run):
 
     run, _ = trained_run
     generator, manifest = load_generator(run, batch_size=8)
-    types = manifest["labels"]["cell_type"]
-    requests = [(generation_prompt(manifest["top_k"], t), t) for t in types[:3]]
-    return generator, manifest, GeneConstraint(generator.gene_vocabulary(manifest), manifest["top_k"]), types, requests
+    types = manifest.labels.cell_type
+    requests = [(generation_prompt(manifest.top_k, t), t) for t in types[:3]]
+    return generator, manifest, GeneConstraint(generator.gene_vocabulary(manifest), manifest.top_k), types, requests
 
 
 def is_gene_list(text: str, genes, n: int) -> bool:
@@ -56,8 +56,8 @@ def test_the_kept_cell_is_the_candidate_the_model_annotates_best(model):
         assert cell.answer.text in pool and cell.answer.text == pool[int(np.argmax(p))]
         assert cell.type_probability == pytest.approx(float(p.max()), abs=1e-6) and cell.type_probability > 0
         assert (cell.cell_type, cell.candidates) == (cell_type, K)
-        assert is_gene_list(cell.answer.text, constraint.vocabulary.genes, manifest["top_k"])
-        assert cell.answer.token_ids[manifest["top_k"] + 1] == generator.config.eos_token_id
+        assert is_gene_list(cell.answer.text, constraint.vocabulary.genes, manifest.top_k)
+        assert cell.answer.token_ids[manifest.top_k + 1] == generator.config.eos_token_id
         kept_probs.append(cell.type_probability)
         all_probs += p.tolist()
     # reranking changes answers: not every kept cell is the first sample, and the kept ones are likelier
@@ -162,7 +162,7 @@ def test_generate_cells_stores_the_type_probability(model, tmp_path):
     generate_cells(generator, manifest, tmp_path / "c.h5ad", n_cells=2, cell_type=types[2], cfg=CHATCELL_SAMPLING,
                    seed=SEED, candidates=3)
     cells = ad.read_h5ad(tmp_path / "c.h5ad")
-    expected = pseudo_cells(generator, [(generation_prompt(manifest["top_k"], types[2]), types[2])] * 2, constraint,
+    expected = pseudo_cells(generator, [(generation_prompt(manifest.top_k, types[2]), types[2])] * 2, constraint,
                             CHATCELL_SAMPLING, candidates=3, cell_types=types, seed=SEED)
     assert list(cells.obs["sentence"]) == [c.answer.text for c in expected]
     np.testing.assert_allclose(cells.obs["type_probability"], [c.type_probability for c in expected], atol=1e-6)
@@ -179,14 +179,14 @@ def test_evaluate_draws_the_pseudo_cells_with_candidates(model):
 
     generator, manifest, constraint, types, requests = model
     records = [{"task": "pseudo_cell_generation", "source": p, "label": t} for p, t in requests]
-    records.append({"task": "random_generation", "source": generation_prompt(manifest["top_k"])})
+    records.append({"task": "random_generation", "source": generation_prompt(manifest.top_k)})
     _add_gene_answers(generator, records, manifest, CHATCELL_SAMPLING, SEED, False, False, candidates=K)
     expected = pseudo_cells(generator, requests, constraint, CHATCELL_SAMPLING, candidates=K, cell_types=types,
                             seed=SEED)
     assert [r["output_genes"] for r in records[:3]] == [c.answer.text for c in expected]
     assert [r["type_probability"] for r in records[:3]] == [c.type_probability for c in expected]
     assert all(r["candidates"] == K for r in records[:3])
-    assert is_gene_list(records[3]["output_genes"], constraint.vocabulary.genes, manifest["top_k"])
+    assert is_gene_list(records[3]["output_genes"], constraint.vocabulary.genes, manifest.top_k)
     assert "candidates" not in records[3] and "type_probability" not in records[3]
 
 

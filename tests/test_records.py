@@ -33,8 +33,8 @@ def test_convert_directory(tmp_path):
     (tmp_path / "src").mkdir()
     src = write_chatcell(tmp_path / "src")
     manifest = convert_chatcell_instructions(src, tmp_path / "out")
-    assert set(GENES.split()) == set(manifest["genes"])
-    assert manifest["labels"]["cell_type"] == ["Basal cell"]
+    assert set(GENES.split()) == set(manifest.genes)
+    assert manifest.labels.cell_type == ("Basal cell",)
     assert [r["task"] for r in load_split(tmp_path / "out", "valid")][0] == "annotation"
     assert len(list(read_jsonl(tmp_path / "out" / "test.jsonl"))) == 4
 

@@ -7,6 +7,7 @@ from transformers import AutoTokenizer
 from chatcell_jax.singlecell import prepare as ins
 from chatcell_jax.errors import InputError
 from chatcell_jax.singlecell.records import load_split
+from chatcell_jax.singlecell.manifest import Labels, Manifest
 from chatcell_jax.tokenizer import build_tokenizer, count_unknown_genes, train_base, words_from_manifest
 
 
@@ -20,7 +21,7 @@ def built(tmp_path_factory):
 
 def test_one_token_per_gene_on_the_bundled_pbmc_data(built):
     root, manifest, record, tok = built
-    assert record["n_new"] == len(manifest["genes"]) + 10  # 751 genes + 10 cell types
+    assert record["n_new"] == len(manifest.genes) + 10  # 751 genes + 10 cell types
     sentences = [r["target"] for s in ("train", "valid", "test") for r in load_split(root / "data", s)
                  if r["task"] != "annotation"]
     for sentence in sentences:
@@ -35,7 +36,7 @@ def test_instructions_round_trip_and_labels_are_single_tokens(built):
     for record in load_split(root / "data", "test"):
         ids = tok(record["source"])["input_ids"]
         assert ids[-1] == 1 and tok.decode(ids, skip_special_tokens=True) == record["source"]
-    for label in manifest["labels"]["cell_type"]:
+    for label in manifest.labels.cell_type:
         assert len(tok(label)["input_ids"]) == 2, label  # the label + EOS
 
 
@@ -72,7 +73,7 @@ def test_extending_a_base_keeps_every_base_id(built, tmp_path):
     assert all(ext.convert_tokens_to_ids(piece) == i for piece, i in base_vocab.items())
     assert record["base_vocab_size"] == len(base_vocab)
     assert min(record["new_ids"].values()) == len(base_vocab)
-    gene = next(iter(manifest["genes"]))
+    gene = next(iter(manifest.genes))
     assert len(ext(gene)["input_ids"]) == 2
 
 
@@ -84,9 +85,9 @@ def test_unknown_genes_are_counted_not_fatal(built):
 
 def test_bad_input(tmp_path, built):
     with pytest.raises(InputError, match="whitespace or control"):
-        words_from_manifest({"genes": {"BAD GENE": 1}, "labels": {}})
+        words_from_manifest(Manifest(sources=(), labels=Labels(), genes={"BAD GENE": 1}, dataset_genes=(), counts={}))
     with pytest.raises(InputError, match="no genes, cell types or drugs"):
-        words_from_manifest({"genes": {}, "labels": {}})
+        words_from_manifest(Manifest(sources=(), labels=Labels(), genes={}, dataset_genes=(), counts={}))
     (tmp_path / "notok").mkdir()
     root, *_ = built
     with pytest.raises(InputError, match="cannot load a tokenizer"):

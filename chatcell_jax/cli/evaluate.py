@@ -68,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_model(args: argparse.Namespace) -> list[dict]:
     from chatcell_jax.evaluate.predict import predict_records
-    from chatcell_jax.singlecell.prepare import load_manifest
+    from chatcell_jax.singlecell import manifest
     from chatcell_jax.singlecell.records import load_split
 
     records = load_split(args.data, args.split)
-    predictions = predict_records(args.model, records, load_manifest(args.data), batch_size=args.batch_size,
+    predictions = predict_records(args.model, records, manifest.load(args.data), batch_size=args.batch_size,
                                   max_source_length=args.max_source_length, max_new_tokens=args.max_new_tokens,
                                   seed=args.seed, constrained=not args.no_constrained, truncate=args.truncate,
                                   progress=not args.no_progress, candidates=args.candidates)

@@ -136,15 +136,15 @@ def _mapping(text: str) -> dict[str, str]:
     return mapping
 
 
-def _print_summary(out: Path, manifest: dict) -> None:
-    counts = manifest["counts"]
+def _print_summary(out: Path, manifest) -> None:
+    counts = manifest.counts
     print(f"wrote {out}")
     for split in ("train", "valid", "test"):
         print(f"  {split:5s} {counts['total'][split]:7d} records  {json.dumps(counts[split])}")
-    print(f"  genes in sentences: {len(manifest['genes'])}; cell types: {len(manifest['labels']['cell_type'])}")
-    fit = manifest["inverse_transform"]
+    print(f"  genes in sentences: {len(manifest.genes)}; cell types: {len(manifest.labels.cell_type)}")
+    fit = manifest.inverse_fit
     if fit is None:
         print("  inverse transform: none (no expression matrix)")
         return
-    print(f"  inverse transform: slope {fit['slope']:.3f}, intercept {fit['intercept']:.3f}, "
-          f"R^2 {fit['r_squared']:.3f}")
+    print(f"  inverse transform: slope {fit.slope:.3f}, intercept {fit.intercept:.3f}, "
+          f"R^2 {fit.r_squared:.3f}")

@@ -126,8 +126,10 @@ def _load(args):
                           max_source_length=args.max_source_length, devices=args.devices, dtype=args.dtype)
 
 
-def _top_k(manifest: dict | None) -> int:
-    return int((manifest or {}).get("top_k") or 100)
+def _top_k(manifest) -> int:
+    from chatcell_jax.singlecell.manifest import DEFAULT_TOP_K
+
+    return manifest.sentence_length if manifest is not None else DEFAULT_TOP_K
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -140,11 +142,10 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args, manifest):
-    from chatcell_jax.serve.prompts import SentenceSettings
-
-    return SentenceSettings.from_manifest(manifest, layer=args.layer, use_raw=args.raw, gene_key=args.gene_key,
-                                          allow_non_integer=args.allow_non_integer)
+def _recipe(args, manifest, kind: str):
+    """The training sentences' recipe of the `kind` source, for this file's layer / symbols / values."""
+    return manifest.recipe(kind).for_file(layer=args.layer, use_raw=bool(args.raw), gene_key=args.gene_key,
+                                          allow_non_integer=bool(args.allow_non_integer))
 
 
 def run_annotate(args: argparse.Namespace) -> int:
@@ -154,8 +155,8 @@ def run_annotate(args: argparse.Namespace) -> int:
 
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "annotate")
-    summary = classify_h5ad(generator, _settings(args, manifest), args.cells, args.out,
-                            labels=manifest["labels"]["cell_type"], make_prompt=prompts.annotation_prompt,
+    summary = classify_h5ad(generator, _recipe(args, manifest, "cells"), args.cells, args.out,
+                            labels=list(manifest.labels.cell_type), make_prompt=prompts.annotation_prompt,
                             column="chatcell_cell_type", truncate=args.truncate, progress=not args.no_progress)
     print(f"wrote {args.out}: {json.dumps(summary)}")
     return 0
@@ -168,8 +169,8 @@ def run_predict_drug(args: argparse.Namespace) -> int:
 
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "predict-drug")
-    labels = manifest["labels"].get("response") or ["resistant", "sensitive"]
-    summary = classify_h5ad(generator, _settings(args, manifest), args.cells, args.out, labels=labels,
+    labels = list(manifest.labels.response) or ["resistant", "sensitive"]
+    summary = classify_h5ad(generator, _recipe(args, manifest, "drug"), args.cells, args.out, labels=labels,
                             make_prompt=lambda s: prompts.drug_prompt(s, args.drug), column="chatcell_drug_response",
                             truncate=args.truncate, progress=not args.no_progress)
     print(f"wrote {args.out}: {json.dumps(summary)}")

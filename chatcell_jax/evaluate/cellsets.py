@@ -17,6 +17,7 @@ import numpy as np
 from chatcell_jax.errors import InputError
 from chatcell_jax.evaluate.generation import CellSet
 from chatcell_jax.evaluate.realcells import RealCells, load_real_cells
+from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.singlecell.records import is_gene_list
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def sentences_from_records(records: Sequence[dict]) -> CellSet:
 class RealCellSets:
     """Split and train real cells of one source kind, from the file or, failing that, the records."""
 
-    def __init__(self, manifest: dict, kind: str, split_records: Sequence[dict], train_records: Sequence[dict], *,
+    def __init__(self, manifest: Manifest, kind: str, split_records: Sequence[dict], train_records: Sequence[dict], *,
                  max_train_cells: int, seed: int, path: str | Path | None = None):
         self.kind = kind
         self.split_labels = labelled_cells(split_records, kind)

@@ -22,8 +22,8 @@ from chatcell_jax.evaluate import baselines, generation
 from chatcell_jax.evaluate.cellsets import KIND_TASKS, RealCellSets, cell_key
 from chatcell_jax.evaluate.metrics import classification_metrics, confusion_matrix, normalise_answer
 from chatcell_jax.evaluate.report import write_report
-from chatcell_jax.singlecell.prepare import load_manifest
-from chatcell_jax.singlecell.inverse import InverseFit
+from chatcell_jax.singlecell import manifest as manifest_lib
+from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.singlecell.records import load_split
 from chatcell_jax.singlecell.templates import TASKS
 
@@ -87,10 +87,10 @@ def _constrained(records: Sequence[dict]) -> list[str] | None:
     return [max(r["label_probs"], key=r["label_probs"].get) for r in records]
 
 
-def classification_task(task: str, records: Sequence[dict], manifest: dict, real: RealCellSets | None,
+def classification_task(task: str, records: Sequence[dict], manifest: Manifest, real: RealCellSets | None,
                         options: EvaluateOptions) -> tuple[dict, dict]:
     """Model metrics (free text, and constrained when given), baselines; confusion matrix for the figure."""
-    labels = list(manifest.get("labels", {}).get(LABEL_SETS[task]) or sorted({r["target"] for r in records}))
+    labels = manifest.labels_of(LABEL_SETS[task]) or sorted({r["target"] for r in records})
     truth, outputs = [r["target"] for r in records], [r["output"] for r in records]
     result = {"labels": labels, "model": classification_metrics(truth, outputs, labels)}
     constrained = _constrained(records)
@@ -122,12 +122,12 @@ def _classification_baselines(records: Sequence[dict], real: RealCellSets, label
 # --- generation tasks -------------------------------------------------------------------------------
 
 
-def _space(manifest: dict) -> generation.Space:
-    fit = manifest.get("inverse_transform")
+def _space(manifest: Manifest) -> generation.Space:
+    fit = manifest.inverse_fit
     if not fit:
         raise InputError("the manifest has no inverse transform (data converted from ChatCell JSON?); pseudo-cell "
                          "metrics need one: prepare the data from an .h5ad with `chatcell prepare`")
-    return generation.Space(list(manifest["dataset_genes"]), InverseFit.from_dict(fit), int(manifest.get("top_k") or 100))
+    return generation.Space(list(manifest.dataset_genes), fit, manifest.sentence_length)
 
 
 def _gene_answers(records: Sequence[dict]) -> list[str] | None:
@@ -137,7 +137,7 @@ def _gene_answers(records: Sequence[dict]) -> list[str] | None:
     return [r["output_genes"] for r in records]
 
 
-def pseudo_cell_task(records: Sequence[dict], manifest: dict, real: RealCellSets,
+def pseudo_cell_task(records: Sequence[dict], manifest: Manifest, real: RealCellSets,
                      options: EvaluateOptions) -> tuple[dict, dict]:
     reference = real.split()
     if len(reference) < 2:
@@ -167,10 +167,10 @@ def _self_consistent_draw(records: Sequence[dict]) -> dict | None:
             "mean_type_probability": sum(scored) / len(scored) if scored else None}
 
 
-def random_generation_task(records: Sequence[dict], split_records: Sequence[dict], manifest: dict) -> dict:
+def random_generation_task(records: Sequence[dict], split_records: Sequence[dict], manifest: Manifest) -> dict:
     real = [r["target"] for r in split_records if r.get("task") == "random_generation"]
-    return generation.random_generation([r["output"] for r in records], real, manifest["dataset_genes"],
-                                        int(manifest.get("top_k") or 100), _gene_answers(records))
+    return generation.random_generation([r["output"] for r in records], real, list(manifest.dataset_genes),
+                                        manifest.sentence_length, _gene_answers(records))
 
 
 # --- the whole evaluation ----------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def _blas_threads(n: int):
 
 
 def _evaluate(data_dir, split: str, predictions: Sequence[dict], out_dir, run_dir, options: EvaluateOptions) -> dict:
-    manifest = load_manifest(data_dir)
+    manifest = manifest_lib.load(data_dir)
     split_records = load_split(data_dir, split)
     by_task = check_predictions(predictions)
     notes = _match_split(by_task, split_records, split)
@@ -216,13 +216,13 @@ def _evaluate(data_dir, split: str, predictions: Sequence[dict], out_dir, run_di
         if figure:
             figures[task] = figure
     metrics = {"data": str(Path(data_dir).resolve()), "split": split, "n_predictions": len(predictions),
-               "top_k": int(manifest.get("top_k") or 100), "tasks": tasks, "notes": notes,
+               "top_k": manifest.sentence_length, "tasks": tasks, "notes": notes,
                "options": {k: v for k, v in vars(options).items() if k != "overwrite"}}
     write_report(out_dir, metrics, figures, run_dir, overwrite=options.overwrite)
     return metrics
 
 
-def _score_task(task: str, records: list[dict], split_records, manifest: dict, real: dict, options) -> tuple[dict, dict]:
+def _score_task(task: str, records: list[dict], split_records, manifest: Manifest, real: dict, options) -> tuple[dict, dict]:
     if task in LABEL_SETS:
         return classification_task(task, records, manifest, real.get(_kind(task)), options)
     if task == "pseudo_cell_generation":
@@ -234,7 +234,7 @@ def _kind(task: str) -> str:
     return next(kind for kind, tasks in KIND_TASKS.items() if task in tasks)
 
 
-def _real_cell_sets(manifest: dict, by_task: dict, split_records, data_dir, options: EvaluateOptions,
+def _real_cell_sets(manifest: Manifest, by_task: dict, split_records, data_dir, options: EvaluateOptions,
                     notes: list[str]) -> dict[str, RealCellSets]:
     """Real cells per source kind, for the kinds the scored tasks need."""
     kinds = {_kind(t) for t in by_task if t != "random_generation"}

@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _generation_modules():
     return jobs, loading, decoding
 
 
-def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: dict, *, batch_size: int = 16,
+def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: Manifest, *, batch_size: int = 16,
                     max_source_length: int = 512, max_new_tokens: int | None = None, seed: int = 0,
                     constrained: bool = True, truncate: bool = False, progress: bool = False,
                     candidates: int = DEFAULT_CANDIDATES) -> list[dict]:
@@ -54,7 +55,7 @@ def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: di
     check_candidates(candidates)
     jobs, loading, decoding = _generation_modules()
     generator, _ = loading.load_generator(model_ref, batch_size=batch_size, max_source_length=max_source_length)
-    top_k = int(manifest.get("top_k") or 100)
+    top_k = manifest.sentence_length
     # Two tokens per gene covers ChatCell's own tokenizer ("▁" + gene); ours needs one.
     cfg = replace(decoding.CHATCELL_SAMPLING, max_new_tokens=max_new_tokens or 2 * top_k + 16)
     with tempfile.TemporaryDirectory(prefix="chatcell-evaluate-") as tmp:
@@ -68,7 +69,7 @@ def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: di
     return predictions
 
 
-def _add_gene_answers(generator, predictions: list[dict], manifest: dict, cfg, seed: int, truncate: bool,
+def _add_gene_answers(generator, predictions: list[dict], manifest: Manifest, cfg, seed: int, truncate: bool,
                       progress: bool, candidates: int = DEFAULT_CANDIDATES) -> None:
     """`output_genes` for the generation records; pseudo-cell records also get `candidates` and
     (when more than one was drawn) `type_probability`."""
@@ -80,7 +81,7 @@ def _add_gene_answers(generator, predictions: list[dict], manifest: dict, cfg, s
     if not random_rows and not pseudo_rows:
         return
     try:
-        constraint = GeneConstraint(generator.gene_vocabulary(manifest), int(manifest.get("top_k") or 100))
+        constraint = GeneConstraint(generator.gene_vocabulary(manifest), manifest.sentence_length)
     except InputError as err:  # e.g. an add_tokens tokenizer: the free answers are still scored
         log.warning("no gene-constrained generation answers, only the free ones are scored: %s", err)
         return
@@ -89,7 +90,7 @@ def _add_gene_answers(generator, predictions: list[dict], manifest: dict, cfg, s
     for record, options in zip(random_rows, answers):
         record["output_genes"] = options[0].text
     cells = pseudo_cells(generator, [(p["source"], p["label"]) for p in pseudo_rows], constraint, cfg, seed=seed,
-                         candidates=candidates, cell_types=manifest.get("labels", {}).get("cell_type") or [],
+                         candidates=candidates, cell_types=list(manifest.labels.cell_type),
                          truncate=truncate, progress=progress)
     for record, cell in zip(pseudo_rows, cells):
         record.update(output_genes=cell.answer.text, candidates=cell.candidates)
@@ -97,10 +98,10 @@ def _add_gene_answers(generator, predictions: list[dict], manifest: dict, cfg, s
             record["type_probability"] = cell.type_probability
 
 
-def _add_label_probs(generator, predictions: list[dict], manifest: dict, truncate: bool, progress: bool) -> None:
+def _add_label_probs(generator, predictions: list[dict], manifest: Manifest, truncate: bool, progress: bool) -> None:
     for task, key in LABEL_SETS.items():
         rows = [p for p in predictions if p.get("task") == task]
-        labels = list(manifest.get("labels", {}).get(key) or [])
+        labels = manifest.labels_of(key)
         if not rows or not labels:
             continue
         probs = generator.classify([p["source"] for p in rows], labels, truncate=truncate, progress=progress)

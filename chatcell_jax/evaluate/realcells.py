@@ -2,9 +2,8 @@
 
 Baselines need the cells' normalised expression (not only their top-N sentence), and the k-NN
 reference needs the real sentences of *every* labelled cell of a split, whichever task its record
-got. Both are rebuilt exactly as `chatcell prepare` built them: same matrix, same gene filter,
-log10(1 + x) at the manifest's target total, same seeded ranking (`cells.rank_chunk` with the
-cell's row in the file, so ties break the same way). The file is streamed in chunks and only the
+got. Both are rebuilt by the source's `SentenceRecipe` through the same `SentenceStream` as
+`chatcell prepare` (same matrix, gene filter, target total and seeded ranking). The file is streamed in chunks and only the
 wanted rows are kept, as sparse rows over the data set's gene vocabulary: memory grows with the
 cells asked for, not with the file.
 """
@@ -18,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from chatcell_jax.singlecell import cells
 from chatcell_jax.errors import InputError
-from chatcell_jax.singlecell.h5ad import H5adFile, MatrixSpec
+from chatcell_jax.singlecell.h5ad import H5adFile
+from chatcell_jax.singlecell.manifest import Manifest
+from chatcell_jax.singlecell.stream import SentenceStream
 
 log = logging.getLogger(__name__)
 
@@ -40,45 +40,21 @@ class RealCells:
         return np.array([index[c] for c in cell_ids], dtype=np.int64)
 
 
-def source_section(manifest: dict, kind: str) -> dict:
-    """The manifest's section of the first source of `kind` ("cells" or "drug")."""
-    for section in manifest.get("sources", []):
-        if section.get("kind") == kind:
-            return section
-    raise InputError(f"the manifest lists no {kind!r} source; was this data set prepared with `chatcell prepare`?")
-
-
-def _matrix_spec(matrix: str) -> MatrixSpec:
-    if matrix == "raw/X":
-        return MatrixSpec(use_raw=True)
-    if matrix.startswith("layers/"):
-        return MatrixSpec(layer=matrix.removeprefix("layers/"))
-    return MatrixSpec()
-
-
-def _gene_key(manifest: dict, kind: str) -> str | None:
-    return (manifest.get("options", {}).get("source") or {}).get("gene_key") if kind == "cells" else None
-
-
-def load_real_cells(manifest: dict, cell_ids: Sequence[str], kind: str = "cells", *,
+def load_real_cells(manifest: Manifest, cell_ids: Sequence[str], kind: str = "cells", *,
                     path: str | Path | None = None, chunk_size: int = 2048) -> RealCells:
     """Rebuild the cells `cell_ids` of the `kind` source (or of `path`, when the file has moved)."""
-    section = source_section(manifest, kind)
-    path = Path(path or section["path"])
+    source = manifest.source(kind)
+    recipe = manifest.recipe(kind)
+    path = Path(path or source.path)
     if not path.exists():
         raise InputError(f"the source {path} of this data set is gone; expression baselines need it (pass "
                          "--cells PATH if the file moved)")
-    genes = list(manifest["dataset_genes"])
-    seed = int(manifest.get("options", {}).get("seed", 42))
-    top_k = int(manifest.get("top_k") or 100)
+    genes = list(manifest.dataset_genes)
     wanted = list(dict.fromkeys(str(c) for c in cell_ids))
-    with H5adFile(path, _matrix_spec(section.get("matrix", "X"))) as h5:
-        symbols, _ = cells.make_unique(cells.normalise_symbols(h5.gene_symbols(_gene_key(manifest, kind))))
-        columns = _column_map(symbols, genes)
-        keep_genes = columns >= 0 if section.get("genes_dropped_min_cells") else None
+    with H5adFile(path, recipe.matrix) as h5:
+        stream = SentenceStream(h5, recipe)
         file_rows = _file_rows(h5.cell_ids(), wanted, path)
-        found = _stream(h5, file_rows, columns, keep_genes, symbols, len(genes), seed,
-                        float(section["target_total"]), top_k, chunk_size)
+        found = _stream(stream, file_rows, _column_map(stream.symbols, genes), len(genes), chunk_size)
     rows = [found[file_rows[c]] for c in wanted]
     matrix = sp.vstack([r[0] for r in rows], format="csr") if rows else sp.csr_matrix((0, len(genes)))
     log.info("rebuilt %d real cells from %s", matrix.shape[0], path.name)
@@ -103,24 +79,19 @@ def _file_rows(file_ids: np.ndarray, wanted: list[str], path: Path) -> dict[str,
     return {c: rows[c] for c in wanted}
 
 
-def _stream(h5: H5adFile, file_rows: dict[str, int], columns: np.ndarray, keep_genes: np.ndarray | None,
-            symbols: np.ndarray, n_genes: int, seed: int, target_total: float, top_k: int,
+def _stream(stream: SentenceStream, file_rows: dict[str, int], columns: np.ndarray, n_genes: int,
             chunk_size: int) -> dict[int, tuple[sp.csr_matrix, str]]:
     """{file row: (normalised 1 x n_genes row, top-N sentence)} for the wanted rows."""
     found = {}
     wanted = np.unique(np.fromiter(file_rows.values(), dtype=np.int64, count=len(file_rows)))
-    for start, chunk in h5.iter_chunks(chunk_size):
-        local = wanted[(wanted >= start) & (wanted < start + chunk.shape[0])] - start
-        if not len(local):
-            continue
-        chunk.eliminate_zeros()
-        chunk = cells.restrict_genes(chunk, keep_genes)
-        ranked = cells.rank_chunk(chunk, start, seed, target_total)
+    for part in stream.chunks(chunk_size, check=False, rows=wanted):
+        ranked, start = part.ranked, part.start
+        local = wanted[(wanted >= start) & (wanted < start + ranked.n_cells)] - start
         for i in local.tolist():
             lo, hi = ranked.indptr[i], ranked.indptr[i + 1]
             gene_cols = columns[ranked.genes[lo:hi]]
             ok = gene_cols >= 0
             row = sp.csr_matrix((ranked.values[lo:hi][ok], (np.zeros(int(ok.sum()), np.int64), gene_cols[ok])),
                                 shape=(1, n_genes))
-            found[start + i] = (row, " ".join(symbols[ranked.cell_genes(i, top_k)]))
+            found[start + i] = (row, " ".join(stream.sentence(ranked, i)))
     return found

@@ -21,6 +21,7 @@ from chatcell_jax.serve.decoding import CHATCELL_SAMPLING, GenerationConfig
 from chatcell_jax.errors import InputError
 from chatcell_jax.serve.generation import Answer, GeneConstraint, Generator, GeneVocabulary
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
+from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.singlecell.templates import GENERATION_TASKS
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,10 @@ def generation_config(options: dict, default_new_tokens: int) -> GenerationConfi
 class ChatEngine:
     """A generator plus the manifest of the data it was trained on."""
 
-    def __init__(self, generator: Generator, manifest: dict, example_sentences: list[str] | None = None):
+    def __init__(self, generator: Generator, manifest: Manifest, example_sentences: list[str] | None = None):
         self.generator, self.manifest = generator, manifest
-        self.labels = manifest.get("labels", {})
-        self.top_k = int(manifest.get("top_k") or 100)
+        self.labels = manifest.labels
+        self.top_k = manifest.sentence_length
         self._example_sentences = example_sentences or []
         self._genes: GeneVocabulary | None = None
 
@@ -69,7 +70,7 @@ class ChatEngine:
             notes.append(f"{len(analysis.unknown_gene_like)} gene-like word(s) unknown to the model: "
                          f"{' '.join(analysis.unknown_gene_like[:10])}")
         if analysis.task in ("annotation", "drug_sensitivity"):
-            labels = self.labels.get("cell_type" if analysis.task == "annotation" else "response", [])
+            labels = list(self.labels.cell_type if analysis.task == "annotation" else self.labels.response)
             if labels:
                 probs = self.generator.classify([question], labels)[0]
                 ranked = sorted(zip(labels, probs.tolist()), key=lambda item: -item[1])
@@ -90,7 +91,7 @@ class ChatEngine:
             return self._generated(analysis.task, best, notes, "genes" if constrained else "free")
         cell = pseudo_cells(self.generator, [(question, analysis.cell_type)], GeneConstraint(self.gene_vocabulary(), n),
                             cfg, seed=seed, candidates=options.get("candidates", DEFAULT_CANDIDATES),
-                            cell_types=self.labels.get("cell_type", []))[0]
+                            cell_types=list(self.labels.cell_type))[0]
         if cell.type_probability is not None:
             notes.append(f"best of {cell.candidates} candidates by the model's own annotation: "
                          f"{cell.type_probability:.1%} {cell.cell_type}")
@@ -104,19 +105,19 @@ class ChatEngine:
 
     def examples(self) -> dict:
         """Example questions per task, from the manifest's labels and real cell sentences."""
-        cell_types = self.labels.get("cell_type", [])[:3]
+        cell_types = list(self.labels.cell_type[:3])
         out = {"pseudo_cell_generation": [prompts.generation_prompt(self.top_k, c) for c in cell_types],
                "random_generation": [prompts.generation_prompt(self.top_k)]}
         sentences = self._example_sentences[:2]
         if cell_types and sentences:
             out["annotation"] = [prompts.annotation_prompt(s) for s in sentences]
-        drugs = self.labels.get("drug", [])
+        drugs = self.labels.drug
         if drugs and sentences:
             out["drug_sensitivity"] = [prompts.drug_prompt(sentences[0], drugs[0])]
         return {task: items for task, items in out.items() if items}
 
 
-def example_sentences(manifest: dict, data_dir: Path | None, count: int = 3) -> list[str]:
+def example_sentences(manifest: Manifest, data_dir: Path | None, count: int = 3) -> list[str]:
     """Real cell sentences for examples: the test split's annotation inputs when the data directory
     is at hand, else the training source file named in the manifest."""
     if data_dir is not None and (data_dir / "test.jsonl").is_file():
@@ -128,9 +129,8 @@ def example_sentences(manifest: dict, data_dir: Path | None, count: int = 3) -> 
                 found.append(record["target"])
             if len(found) == count:
                 return found
-    source = (manifest.get("sources") or [{}])[0].get("path")
-    if source and Path(source).is_file():
-        settings = prompts.SentenceSettings.from_manifest(manifest, chunk_size=count)
-        chunk = next(prompts.sentences_from_h5ad(source, settings))
+    source = manifest.source("cells")
+    if source is not None and source.recipe is not None and Path(source.path).is_file():
+        chunk = next(prompts.sentences_from_h5ad(source.path, source.recipe, chunk_size=count))
         return [s for s in chunk.sentences if s][:count]
     return []

@@ -33,6 +33,7 @@ from chatcell_jax.serve.decoding import GenerationConfig
 from chatcell_jax.errors import InputError
 from chatcell_jax.model import t5
 from chatcell_jax.model.config import T5Config
+from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.tokenizer import META
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,9 @@ class GeneVocabulary:
         return " ".join(self._gene_of[i] for i in map(int, token_ids) if i in self._gene_of)
 
 
-def manifest_genes(manifest: dict) -> list[str]:
+def manifest_genes(manifest: Manifest) -> list[str]:
     """The data set's genes: `dataset_genes`, or for older manifests the sentence vocabulary."""
-    return list(manifest.get("dataset_genes") or manifest.get("genes") or [])
+    return list(manifest.dataset_genes or manifest.genes)
 
 
 def single_token_genes(tokenizer, genes: Sequence[str], vocab_size: int) -> GeneVocabulary:
@@ -202,7 +203,7 @@ class Generator:
 
     # --- generation ------------------------------------------------------------------------------
 
-    def gene_vocabulary(self, manifest: dict) -> GeneVocabulary:
+    def gene_vocabulary(self, manifest: Manifest) -> GeneVocabulary:
         """The manifest's genes that this model's tokenizer holds as single tokens."""
         return single_token_genes(self.tokenizer, manifest_genes(manifest), self.config.vocab_size)
 

@@ -20,7 +20,8 @@ from chatcell_jax.atomic import atomic_file
 from chatcell_jax.serve.decoding import GenerationConfig
 from chatcell_jax.errors import InputError
 from chatcell_jax.serve.generation import GeneConstraint, Generator, manifest_genes
-from chatcell_jax.singlecell.inverse import InverseFit, reconstruct_expression
+from chatcell_jax.singlecell.inverse import reconstruct_expression
+from chatcell_jax.singlecell.manifest import Manifest, SentenceRecipe
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
 from chatcell_jax.singlecell.records import read_jsonl
 
@@ -46,13 +47,14 @@ def generate_jsonl(generator: Generator, input_path: Path, out_path: Path, cfg: 
 # --- classification of the cells of an .h5ad ------------------------------------------------------
 
 
-def classify_h5ad(generator: Generator, settings: prompts.SentenceSettings, input_path: Path, out_path: Path, *,
-                  labels: list[str], make_prompt, column: str, truncate: bool = False, progress: bool = False) -> dict:
+def classify_h5ad(generator: Generator, recipe: SentenceRecipe, input_path: Path, out_path: Path, *,
+                  labels: list[str], make_prompt, column: str, truncate: bool = False, progress: bool = False,
+                  chunk_size: int = 2048) -> dict:
     """Constrained answers for every cell, written as obs[column] and obs[column + '_probability']."""
     if Path(input_path).resolve() == Path(out_path).resolve():
         raise InputError("--out must differ from the input: the input file is never modified in place")
     ids, answers, probabilities, empty = [], [], [], 0
-    for chunk in prompts.sentences_from_h5ad(input_path, settings):
+    for chunk in prompts.sentences_from_h5ad(input_path, recipe, chunk_size):
         ids += chunk.cell_ids
         present = [i for i, s in enumerate(chunk.sentences) if s]
         empty += len(chunk.sentences) - len(present)
@@ -95,7 +97,7 @@ def _write_obs_columns(input_path: Path, out_path: Path, columns: dict) -> None:
 # --- generated cells -------------------------------------------------------------------------------
 
 
-def generate_cells(generator: Generator, manifest: dict, out_path: Path, *, n_cells: int, cell_type: str | None,
+def generate_cells(generator: Generator, manifest: Manifest, out_path: Path, *, n_cells: int, cell_type: str | None,
                    cfg: GenerationConfig, seed: int = 0, progress: bool = False, free: bool = False,
                    candidates: int = DEFAULT_CANDIDATES) -> dict:
     """`n_cells` generated sentences and their reconstructed expression as an .h5ad.
@@ -107,23 +109,23 @@ def generate_cells(generator: Generator, manifest: dict, out_path: Path, *, n_ce
     nothing was scored). `free` decodes free text instead, whose words that are no genes are dropped."""
     import anndata as ad
 
-    known = manifest.get("labels", {}).get("cell_type", [])
+    known = list(manifest.labels.cell_type)
     if cell_type is not None and known and cell_type not in known:
         raise InputError(f"unknown cell type {cell_type!r}; the model knows: {', '.join(known)}")
     if n_cells < 1:
         raise InputError("-n must be at least 1")
     candidates = check_candidates(candidates)
-    fit_dict = manifest.get("inverse_transform")
-    if not fit_dict:
+    fit = manifest.inverse_fit
+    if fit is None:
         raise InputError("the manifest has no inverse transform (data converted from ChatCell JSON?); "
                          "expression cannot be reconstructed")
     genes = manifest_genes(manifest)
-    top_k = int(manifest.get("top_k") or 100)
+    top_k = manifest.sentence_length
     prompt = prompts.generation_prompt(top_k, cell_type)
     constraint = None if free else GeneConstraint(generator.gene_vocabulary(manifest), top_k)
     sentences, candidates, extra_obs = _draw_sentences(generator, [prompt] * n_cells, cell_type, known, cfg, constraint,
                                                        candidates, seed, progress)
-    fit, index = InverseFit.from_dict(fit_dict), {g: i for i, g in enumerate(genes)}
+    index = {g: i for i, g in enumerate(genes)}
     rows, unknown = [], []
     for sentence in sentences:
         vector, missing = reconstruct_expression(sentence, index, fit)

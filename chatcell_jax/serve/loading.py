@@ -8,13 +8,14 @@ given explicitly; models imported from elsewhere have none until one is given.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import jax
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.singlecell import manifest as manifest_lib
+from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.serve.generation import Generator
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,11 @@ def resolve_model_dir(model_ref: str | Path) -> Path:
     return path
 
 
-def find_manifest(model_dir: Path, explicit: str | Path | None = None) -> dict | None:
+def find_manifest(model_dir: Path, explicit: str | Path | None = None) -> Manifest | None:
     candidates = [Path(explicit)] if explicit else [model_dir / "manifest.json", model_dir.parent / "manifest.json"]
     for candidate in candidates:
         if candidate.is_file():
-            return json.loads(candidate.read_text(encoding="utf-8"))
+            return manifest_lib.read(candidate)
     if explicit:
         raise InputError(f"manifest {explicit} does not exist")
     return None
@@ -87,7 +88,7 @@ def load_generator(model_ref: str | Path, *, manifest: str | Path | None = None,
     return generator, find_manifest(model_dir, manifest)
 
 
-def require_manifest(manifest: dict | None, what: str) -> dict:
+def require_manifest(manifest: Manifest | None, what: str) -> Manifest:
     if manifest is None:
         raise InputError(f"{what} needs the training data's manifest (labels, sentence settings); pass --manifest "
                          "DATA_DIR/manifest.json")

@@ -1,8 +1,8 @@
 """Instructions for inference: the same sentences and phrasings as training, for new cells or requests.
 
 Training draws a phrasing per record; at inference one fixed phrasing per task is enough and keeps
-results reproducible (`PHRASING`). Sentences for new cells are built exactly like `chatcell
-prepare` built them (same normalisation, ranking and top-N from the manifest), streamed in chunks.
+results reproducible (`PHRASING`). Sentences for new cells are built by the training source's
+`SentenceRecipe` through the same `SentenceStream` as `chatcell prepare`, streamed in chunks.
 No QC filter applies here: every cell of the file gets an answer, and a cell with no counts gets an
 empty sentence, which callers report (never silently drop).
 """
@@ -15,39 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from chatcell_jax.singlecell import cells
-from chatcell_jax.singlecell import templates
 from chatcell_jax.errors import InputError
-from chatcell_jax.singlecell.h5ad import H5adFile, MatrixSpec
+from chatcell_jax.singlecell import templates
+from chatcell_jax.singlecell.h5ad import H5adFile
+from chatcell_jax.singlecell.manifest import Manifest, SentenceRecipe
+from chatcell_jax.singlecell.stream import SentenceStream
 
 PHRASING = {task: 0 for task in templates.TASKS}
-
-
-@dataclass(frozen=True)
-class SentenceSettings:
-    """How sentences were built for training (read from a manifest, overridable per file)."""
-
-    top_k: int = 100
-    seed: int = 42
-    target_total: float = 1e4
-    layer: str | None = None
-    use_raw: bool = False
-    gene_key: str | None = None
-    allow_non_integer: bool = False
-    chunk_size: int = 2048
-
-    @classmethod
-    def from_manifest(cls, manifest: dict, **overrides) -> SentenceSettings:
-        options = manifest.get("options", {})
-        source = options.get("source") or {}
-        total = (manifest.get("sources") or [{}])[0].get("target_total", 1e4)
-        base = dict(
-            top_k=int(manifest.get("top_k") or 100), seed=int(options.get("seed", 42)),
-            target_total=float(total if isinstance(total, (int, float)) else 1e4),
-            layer=source.get("layer"), use_raw=bool(source.get("use_raw", False)), gene_key=source.get("gene_key"),
-        )
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
 
 
 @dataclass(frozen=True)
@@ -56,17 +30,15 @@ class SentenceChunk:
     sentences: list[str]  # "" for cells with no counts
 
 
-def sentences_from_h5ad(path: str | Path, settings: SentenceSettings) -> Iterator[SentenceChunk]:
-    """Top-N cell sentences of every cell, chunk by chunk."""
-    with H5adFile(path, MatrixSpec(settings.layer, settings.use_raw)) as h5:
-        symbols, _ = cells.make_unique(cells.normalise_symbols(h5.gene_symbols(settings.gene_key)))
+def sentences_from_h5ad(path: str | Path, recipe: SentenceRecipe, chunk_size: int = 2048) -> Iterator[SentenceChunk]:
+    """The sentence of every cell, built by the training data's `recipe`, chunk by chunk."""
+    with H5adFile(path, recipe.matrix) as h5:
+        stream = SentenceStream(h5, recipe)
         cell_ids = h5.cell_ids()
-        for start, chunk in h5.iter_chunks(settings.chunk_size):
-            chunk.eliminate_zeros()
-            cells.check_values(chunk, start, require_integers=not settings.allow_non_integer)
-            ranked = cells.rank_chunk(chunk, start, settings.seed, settings.target_total)
-            sentences = [" ".join(symbols[ranked.cell_genes(i, settings.top_k)]) for i in range(ranked.n_cells)]
-            yield SentenceChunk([str(c) for c in cell_ids[start : start + chunk.shape[0]]], sentences)
+        for part in stream.chunks(chunk_size):
+            n = part.counts.shape[0]
+            yield SentenceChunk([str(c) for c in cell_ids[part.start : part.start + n]],
+                                [" ".join(stream.sentence(part.ranked, i)) for i in range(n)])
 
 
 def annotation_prompt(sentence: str) -> str:
@@ -102,7 +74,7 @@ class QuestionAnalysis:
     drug: str | None = None
 
 
-def analyse_question(text: str, manifest: dict, min_genes: int = 5) -> QuestionAnalysis:
+def analyse_question(text: str, manifest: Manifest, min_genes: int = 5) -> QuestionAnalysis:
     """Guess the task of a plain-language instruction from the manifest's vocabulary.
 
     A question carrying at least `min_genes` known genes is about a cell: drug response when it
@@ -112,23 +84,23 @@ def analyse_question(text: str, manifest: dict, min_genes: int = 5) -> QuestionA
     """
     if not text.strip():
         raise InputError("the question is empty; ask e.g. 'Generate the top 100 genes of a CD14+ Monocyte'")
-    vocabulary = set(manifest.get("dataset_genes") or []) | set(manifest.get("genes") or {})
-    labels = manifest.get("labels", {})
+    vocabulary = set(manifest.dataset_genes) | set(manifest.genes)
+    labels = manifest.labels
     without_labels = text
-    for label in sorted(labels.get("cell_type", []) + labels.get("drug", []), key=len, reverse=True):
+    for label in sorted([*labels.cell_type, *labels.drug], key=len, reverse=True):
         without_labels = re.sub(re.escape(label), " ", without_labels, flags=re.IGNORECASE)
     words = [w.strip(".,;:") for w in _WORD.findall(without_labels)]
     genes = [w for w in words if w.upper() in vocabulary and (w.isupper() or any(c.isdigit() for c in w))]
     unknown = [w for w in words if w.isupper() and len(w) > 1 and w.upper() not in vocabulary
                and any(c.isdigit() for c in w)]
     lowered = text.lower()
-    drugs = labels.get("drug", [])
+    drugs = list(labels.drug)
     drug = next((d for d in drugs if d.lower() in lowered), None)
     if len(genes) >= min_genes:
         if drug or any(word in lowered for word in DRUG_WORDS):
             return QuestionAnalysis("drug_sensitivity", genes, unknown, drug=drug or (drugs[0] if drugs else None))
         return QuestionAnalysis("annotation", genes, unknown)
-    cell_types = sorted(labels.get("cell_type", []), key=len, reverse=True)
+    cell_types = sorted(labels.cell_type, key=len, reverse=True)
     named = next((c for c in cell_types if c.lower() in lowered), None)
     task = "pseudo_cell_generation" if named else "random_generation"
     return QuestionAnalysis(task, genes, unknown, cell_type=named)

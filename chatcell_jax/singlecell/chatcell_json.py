@@ -8,13 +8,13 @@ treat both alike. There is no expression matrix, so the manifest's inverse trans
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 from chatcell_jax.atomic import atomic_dir
 from chatcell_jax.errors import InputError
-from chatcell_jax.singlecell.prepare import MANIFEST_FORMAT, MANIFEST_VERSION, RESPONSES
+from chatcell_jax.singlecell.manifest import Labels, Manifest, Source
+from chatcell_jax.singlecell.prepare import RESPONSES
 from chatcell_jax.singlecell.records import SPLITS, is_gene_list, read_chatcell_json, write_jsonl_line
 
 _STRIP = ".,;:!?()[]\"'"
@@ -35,7 +35,7 @@ def embedded_sentence(text: str, min_genes: int = 5) -> list[str]:
     return best if len(best) >= min_genes else []
 
 
-def convert_chatcell_instructions(src: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> dict:
+def convert_chatcell_instructions(src: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Manifest:
     src, out_dir = Path(src), Path(out_dir)
     missing = [s for s in SPLITS if not (src / f"{s}.json").is_file()]
     if missing:
@@ -45,7 +45,7 @@ def convert_chatcell_instructions(src: str | Path, out_dir: str | Path, *, overw
         return _write(tmp, splits, src)
 
 
-def _write(directory: Path, splits: dict[str, list[dict]], src: Path) -> dict:
+def _write(directory: Path, splits: dict[str, list[dict]], src: Path) -> Manifest:
     genes: Counter = Counter()
     cell_types, counts = set(), {}
     for name, records in splits.items():
@@ -60,18 +60,13 @@ def _write(directory: Path, splits: dict[str, list[dict]], src: Path) -> dict:
         counts[name] = dict(sorted(Counter(r["task"] for r in records).items()))
     counts["total"] = {name: len(records) for name, records in splits.items()}
     has_drug = any(r["task"] == "drug_sensitivity" for rs in splits.values() for r in rs)
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "version": MANIFEST_VERSION,
-        "top_k": None,
-        "options": {"converted_from": str(src)},
-        "sources": [{"path": str(src), "kind": "chatcell-instructions"}],
-        "inverse_transform": None,
+    manifest = Manifest(
+        # no expression matrix: no sentence recipe and no inverse transform
+        sources=(Source(str(src.resolve()), "chatcell-instructions"),),
         # Drug names are not recoverable from free text; add them with the tokenizer if needed.
-        "labels": {"cell_type": sorted(cell_types), "drug": [], "response": list(RESPONSES) if has_drug else []},
-        "counts": counts,
-        "genes": dict(sorted(genes.items(), key=lambda item: (-item[1], item[0]))),
-        "dataset_genes": sorted(genes),
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        labels=Labels(cell_type=tuple(sorted(cell_types)), response=RESPONSES if has_drug else ()),
+        genes=dict(sorted(genes.items(), key=lambda item: (-item[1], item[0]))), dataset_genes=tuple(sorted(genes)),
+        counts=counts, options={"converted_from": str(src)},
+    )
+    manifest.write(directory)
     return manifest

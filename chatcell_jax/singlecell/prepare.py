@@ -22,21 +22,20 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from chatcell_jax.singlecell import cells
-from chatcell_jax.singlecell import templates
 from chatcell_jax.atomic import atomic_dir
 from chatcell_jax.errors import InputError
+from chatcell_jax.singlecell import cells, templates
+from chatcell_jax.singlecell import manifest as manifest_lib
 from chatcell_jax.singlecell.h5ad import H5adFile, MatrixSpec
 from chatcell_jax.singlecell.inverse import InverseFitAccumulator
 from chatcell_jax.singlecell.records import SPLITS, write_jsonl_line
+from chatcell_jax.singlecell.stream import RankedCells, SentenceStream, gene_symbols
 
 log = logging.getLogger(__name__)
 
 CELL_TASKS = ("random_generation", "pseudo_cell_generation", "annotation")
 LABELLED_TASKS = ("pseudo_cell_generation", "annotation")
 RESPONSES = ("resistant", "sensitive")
-MANIFEST_FORMAT = "chatcell-jax/instructions"
-MANIFEST_VERSION = 1
 
 
 @dataclass
@@ -267,18 +266,23 @@ def _drug_responses(h5: H5adFile, drug: DrugOptions) -> np.ndarray:
     return mapped.to_numpy(dtype=object)
 
 
-def _process_source(source: Source, writer: DatasetWriter, progress: bool) -> dict:
-    """Both passes over one file; returns its manifest section."""
+@dataclass(frozen=True)
+class SourceResult:
+    """What one file contributes to the manifest."""
+
+    source: manifest_lib.Source
+    genes: list[str]  # the file's genes left after the gene filter
+    labels: list[str]  # its cell types (sorted)
+
+
+def _process_source(source: Source, writer: DatasetWriter, progress: bool) -> SourceResult:
+    """Both passes over one file."""
     opts, popts = source.options, writer.options
     started = time.perf_counter()
+    raw_drug = source.drug is not None and source.drug.values == "raw"
     with H5adFile(source.path, MatrixSpec(opts.layer, opts.use_raw)) as h5:
-        symbols = cells.normalise_symbols(h5.gene_symbols(opts.gene_key))
-        symbols, renamed = cells.make_unique(symbols)
-        if renamed:
-            log.warning("%s: %d duplicated gene symbols made unique (SYMBOL-1, SYMBOL-2, ...)", source.path.name, renamed)
         labels, missing_labels = _labels(h5, source)
         cell_ids = h5.cell_ids()
-        raw_drug = source.drug is not None and source.drug.values == "raw"
         require_integers = not (opts.allow_non_integer or raw_drug)
         stats = _scan_statistics(h5, opts, require_integers, progress)
 
@@ -294,23 +298,30 @@ def _process_source(source: Source, writer: DatasetWriter, progress: bool) -> di
         strata = labels if popts.stratify and labels is not None else None
         split = assign_splits(keep_cells, popts.seed, popts.split_fractions, _strata(strata))
 
+        symbols, renamed = gene_symbols(h5, opts.gene_key)
+        if renamed:
+            log.warning("%s: %d duplicated gene symbols made unique (SYMBOL-1, SYMBOL-2, ...)", source.path.name,
+                        renamed)
+        recipe = manifest_lib.SentenceRecipe(
+            top_k=popts.top_k, seed=popts.seed, target_total=target_total, layer=opts.layer, use_raw=opts.use_raw,
+            gene_key=opts.gene_key, require_integers=require_integers,
+            dropped_genes=() if keep_genes is None else tuple(sorted(symbols[~keep_genes].tolist())),
+        )
+        stream = SentenceStream(h5, recipe)
         fit = InverseFitAccumulator(seed=popts.seed)
         emptied, augmented_before = 0, writer.augmented_cells
-        for start, chunk in _chunks(h5, opts.chunk_size, progress, "sentences"):
-            chunk.eliminate_zeros()
-            chunk = cells.restrict_genes(chunk, keep_genes)
-            ranked = cells.rank_chunk(chunk, start, popts.seed, target_total)
-            fit.add(ranked.ranks(), ranked.values)
-            versions = [ranked]
+        bar = tqdm(total=h5.n_cells, unit="cells", desc=f"sentences {h5.path.name}", disable=not progress)
+        for part in stream.chunks(opts.chunk_size, check=False):  # values were checked in pass 1
+            fit.add(part.ranked.ranks(), part.ranked.values)
+            versions = [part.ranked]
             if source.drug is None:  # drug data are ranked as stored, never thinned
-                versions += _thinned_versions(popts, chunk, start, split, target_total)
-            emptied += _write_chunk(writer, source, versions, start, split, symbols, labels, cell_ids)
+                versions += _thinned_versions(popts, stream, part, split)
+            emptied += _write_chunk(writer, source, stream, versions, part.start, split, labels, cell_ids)
+            bar.update(part.counts.shape[0])
+        bar.close()
         elapsed = time.perf_counter() - started
-    kept_symbols = symbols if keep_genes is None else symbols[keep_genes]
-    section = {
-        "path": str(source.path),
-        "matrix": MatrixSpec(opts.layer, opts.use_raw).path,
-        "kind": "drug" if source.drug else "cells",
+    stats_out = {
+        "matrix": recipe.matrix.path,
         "cells_in_file": int(h5.n_cells),
         "cells_dropped_no_counts": int(empty.sum()),
         "cells_dropped_min_genes": int((~empty & ~keep_cells).sum()),
@@ -318,31 +329,32 @@ def _process_source(source: Source, writer: DatasetWriter, progress: bool) -> di
         "cells_missing_label": missing_labels,
         "augmented_cells": writer.augmented_cells - augmented_before,
         "genes_in_file": int(h5.n_genes),
-        "genes_dropped_min_cells": 0 if keep_genes is None else int((~keep_genes).sum()),
+        "genes_dropped_min_cells": len(recipe.dropped_genes),
         "duplicate_symbols_renamed": renamed,
-        "target_total": target_total,
-        "inverse_transform": fit.result().to_dict(),
         "seconds": round(elapsed, 3),
     }
-    _log_drops(source, section)
-    return section | {"_genes": kept_symbols.tolist(), "_labels": sorted({l for l in (labels if labels is not None else []) if l})}
+    _log_drops(source, stats_out)
+    kept = stream.symbols if stream.keep_genes is None else stream.symbols[stream.keep_genes]
+    entry = manifest_lib.Source(str(Path(source.path).resolve()), "drug" if source.drug else "cells", recipe,
+                                fit.result(), stats_out)
+    return SourceResult(entry, kept.tolist(), sorted({l for l in (labels if labels is not None else []) if l}))
 
 
-def _thinned_versions(popts: PrepareOptions, chunk, start: int, split: np.ndarray,
-                      target_total: float) -> list[cells.RankedChunk]:
+def _thinned_versions(popts: PrepareOptions, stream: SentenceStream, part: RankedCells,
+                      split: np.ndarray) -> list[cells.RankedChunk]:
     """The `augment` thinned copies of the chunk's training cells, ranked (other cells left empty).
 
     Each copy has its own thinning and tie-break seed; its records keep the cell's id (same cell,
     same split).
     """
-    in_train = split[start : start + chunk.shape[0]] == 0
-    return [cells.rank_chunk(cells.thin_counts(chunk, start, popts.seed, copy, popts.augment_min_depth, rows=in_train),
-                             start, popts.seed + copy, target_total)
+    in_train = split[part.start : part.start + part.counts.shape[0]] == 0
+    return [stream.rank(cells.thin_counts(part.counts, part.start, popts.seed, copy, popts.augment_min_depth,
+                                          rows=in_train), part.start, seed_offset=copy)
             for copy in range(1, popts.augment + 1)]
 
 
-def _write_chunk(writer: DatasetWriter, source: Source, versions: list[cells.RankedChunk], start: int,
-                 split: np.ndarray, symbols: np.ndarray, labels: np.ndarray | None, cell_ids: np.ndarray) -> int:
+def _write_chunk(writer: DatasetWriter, source: Source, stream: SentenceStream, versions: list[cells.RankedChunk],
+                 start: int, split: np.ndarray, labels: np.ndarray | None, cell_ids: np.ndarray) -> int:
     """Records for the cells of one chunk; returns how many kept cells had no genes left.
 
     `versions[0]` is the chunk itself, the rest its augmented copies: a training cell's copies follow
@@ -360,11 +372,10 @@ def _write_chunk(writer: DatasetWriter, source: Source, versions: list[cells.Ran
             continue
         label = labels[start + i] if labels is not None else None
         for copy, ranked in enumerate(versions if part == 0 else versions[:1]):
-            top = ranked.cell_genes(i, opts.top_k)
-            if len(top) == 0:
+            sentence = stream.sentence(ranked, i)
+            if not sentence:
                 emptied += copy == 0
                 continue
-            sentence = symbols[top].tolist()
             writer.gene_counts.update(sentence)
             if copy:
                 writer.augmented_cells += 1
@@ -417,7 +428,7 @@ def prepare_dataset(
     drug_source_options: SourceOptions | None = None,
     overwrite: bool = False,
     progress: bool = False,
-) -> dict:
+) -> manifest_lib.Manifest:
     """Build `train/valid/test.jsonl` + `manifest.json` in `out_dir`; returns the manifest.
 
     `cells_input` gives the random/pseudo-cell generation and annotation tasks; `drug_input` (with
@@ -429,7 +440,7 @@ def prepare_dataset(
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         manifest = _write_dataset(tmp, sources, options, drug, progress)
-    log.info("wrote %s: %s", out_dir, manifest["counts"]["total"])
+    log.info("wrote %s: %s", out_dir, manifest.counts["total"])
     return manifest
 
 
@@ -448,54 +459,36 @@ def _sources(cells_input, drug_input, options: PrepareOptions, drug, drug_source
     return sources
 
 
-def _write_dataset(directory: Path, sources: list[Source], options: PrepareOptions, drug, progress: bool) -> dict:
+def _write_dataset(directory: Path, sources: list[Source], options: PrepareOptions, drug,
+                   progress: bool) -> manifest_lib.Manifest:
     writer = DatasetWriter(directory, options)
     try:
-        sections = [_process_source(source, writer, progress) for source in sources]
+        results = [_process_source(source, writer, progress) for source in sources]
     finally:
         writer.close()
-    manifest = _manifest(sections, writer, options, drug)
+    manifest = _manifest(results, writer, options, drug)
     total = sum(sum(c.values()) for c in writer.counts.values())
     if total == 0:
         raise InputError("no instructions were produced (no labelled or expressed cells?)")
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    manifest.write(directory)
     return manifest
 
 
-def _manifest(sections: list[dict], writer: DatasetWriter, options: PrepareOptions, drug) -> dict:
+def _manifest(results: list[SourceResult], writer: DatasetWriter, options: PrepareOptions,
+              drug) -> manifest_lib.Manifest:
     genes = sorted(writer.gene_counts.items(), key=lambda item: (-item[1], item[0]))
-    cell_sections = [s for s in sections if s["kind"] == "cells"]
-    main = (cell_sections or sections)[0]
-    dataset_genes = sorted({g for s in sections for g in s["_genes"]})
-    labels = {
-        "cell_type": sorted({l for s in cell_sections for l in s["_labels"]}),
-        "drug": [drug.drug] if drug and any(s["kind"] == "drug" for s in sections) else [],
-        "response": list(RESPONSES) if drug and any(s["kind"] == "drug" for s in sections) else [],
-    }
+    cell_results = [r for r in results if r.source.kind == "cells"]
+    has_drug = drug is not None and any(r.source.kind == "drug" for r in results)
     counts = {name: dict(sorted(c.items())) for name, c in writer.counts.items()}
     counts["total"] = {name: sum(c.values()) for name, c in writer.counts.items()}
-    options_dict = asdict(options)
-    options_dict["drug"] = asdict(drug) if drug else None
-    return {
-        "format": MANIFEST_FORMAT,
-        "version": MANIFEST_VERSION,
-        "top_k": options.top_k,
-        "options": options_dict,
-        "sources": [{k: v for k, v in s.items() if not k.startswith("_")} for s in sections],
-        "inverse_transform": main["inverse_transform"],
-        "labels": labels,
-        "counts": counts,
-        "cells_per_split": dict(writer.cells_per_split),
-        "genes": dict(genes),
-        "dataset_genes": dataset_genes,
-    }
-
-
-def load_manifest(data_dir: str | Path) -> dict:
-    path = Path(data_dir) / "manifest.json"
-    if not path.is_file():
-        raise InputError(f"{data_dir} has no manifest.json; build it with `chatcell prepare`")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise InputError(f"{path} is not a chatcell-jax manifest (format {manifest.get('format')!r})")
-    return manifest
+    # as JSON has them (lists, not tuples), so a written manifest reads back equal
+    options_dict = json.loads(json.dumps({**asdict(options), "drug": asdict(drug) if drug else None}))
+    return manifest_lib.Manifest(
+        sources=tuple(r.source for r in results),
+        labels=manifest_lib.Labels(
+            cell_type=tuple(sorted({label for r in cell_results for label in r.labels})),
+            drug=(drug.drug,) if has_drug else (), response=RESPONSES if has_drug else ()),
+        genes=dict(genes), dataset_genes=tuple(sorted({g for r in results for g in r.genes})), counts=counts,
+        top_k=options.top_k, cells_per_split=dict(writer.cells_per_split),
+        inverse_fit=(cell_results or results)[0].source.inverse_fit, options=options_dict,
+    )

@@ -64,12 +64,12 @@ def score(task: str, outputs: Sequence[str], targets: Sequence[str], genes: Sequ
 
 
 def generation_metrics(generator, samples: Sequence[Sample], max_new_tokens: int,
-                       manifest: dict | None) -> dict[str, float]:
+                       manifest) -> dict[str, float]:
     """`valid_<task>_<metric>` for every sampled task, decoding greedily with `generator`."""
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, eos_id=generator.config.eos_token_id,
                            start_id=generator.config.decoder_start_token_id)
-    genes = (manifest or {}).get("dataset_genes")
-    top_k = (manifest or {}).get("top_k")
+    genes = list(manifest.dataset_genes) if manifest is not None else None
+    top_k = manifest.top_k if manifest is not None else None
     prompts = [p for s in samples for p in s.prompts]
     answers = generator.generate(prompts, cfg, truncate=True)
     out: dict[str, float] = {}

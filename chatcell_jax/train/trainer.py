@@ -258,11 +258,11 @@ def per_task_losses(prefix: str, task_ce: np.ndarray, task_tokens: np.ndarray) -
             if n > 0}
 
 
-def _data_manifest(data_dir: str) -> dict | None:
+def _data_manifest(data_dir: str):
     """Our prepared data's manifest; None for ChatCell-Instructions data, which has none."""
-    from chatcell_jax.singlecell.prepare import load_manifest
+    from chatcell_jax.singlecell import manifest
 
-    return load_manifest(data_dir) if (Path(data_dir) / "manifest.json").is_file() else None
+    return manifest.load(data_dir) if (Path(data_dir) / "manifest.json").is_file() else None
 
 
 def gather(tree):
