@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from chatcell_jax.singlecell import templates
+from chatcell_jax.singlecell import tasks, templates
 
 
 def test_phrasing_counts():
@@ -16,7 +16,7 @@ def test_phrasing_counts():
         assert len(set(phrasings)) == len(phrasings)
 
 
-@pytest.mark.parametrize("task", templates.TASKS)
+@pytest.mark.parametrize("task", tasks.NAMES)
 def test_every_phrasing_renders_with_its_fields(task):
     for choice in range(templates.n_phrasings(task)):
         text = templates.render(task, choice, n=37, genes="AAA BBB", cell_type="NK cell", drug="Erlotinib")
@@ -39,3 +39,21 @@ def test_every_phrasing_renders_with_its_fields(task):
 )
 def test_indefinite_article(label, article):
     assert templates.indefinite_article(label) == article
+
+
+def test_the_registry_declares_each_task_once_and_completely():
+    from dataclasses import fields
+
+    from chatcell_jax.singlecell.manifest import KINDS, Labels
+
+    label_sets = {f.name for f in fields(Labels)}
+    # the order is part of the data format (phrasing choices are salted by position)
+    assert tasks.NAMES == ("random_generation", "pseudo_cell_generation", "annotation", "drug_sensitivity")
+    for task in tasks.REGISTRY:
+        assert templates.n_phrasings(task.name) >= 10 and task.title and task.source_kind in KINDS
+        assert task.generates_genes != task.classifies
+        assert (task.label_set in label_sets) if task.classifies else task.label_set is None
+    assert set(tasks.GENERATION) | set(tasks.CLASSIFICATION) == set(tasks.NAMES)
+    assert tasks.of_kind("drug") == ("drug_sensitivity",) and tasks.label_sets()["annotation"] == "cell_type"
+    with pytest.raises(ValueError, match="unknown task 'dance'"):
+        tasks.get("dance")

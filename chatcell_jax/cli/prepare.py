@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.singlecell.tasks import of_kind
+
+CELL_TASKS = of_kind("cells")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,8 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=42)
 
     g = p.add_argument_group("instructions")
-    g.add_argument("--tasks", nargs="+", default=["random_generation", "pseudo_cell_generation", "annotation"],
-                   choices=["random_generation", "pseudo_cell_generation", "annotation"], help="cell tasks")
+    g.add_argument("--tasks", nargs="+", default=list(CELL_TASKS), choices=CELL_TASKS, help="cell tasks")
     g.add_argument("--mode", choices=["one", "all"], default="one",
                    help="one task per cell (ChatCell's way) or every task for every cell")
     g.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test fractions by cell")

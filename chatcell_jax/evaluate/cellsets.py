@@ -17,13 +17,12 @@ import numpy as np
 from chatcell_jax.errors import InputError
 from chatcell_jax.evaluate.generation import CellSet
 from chatcell_jax.evaluate.realcells import RealCells, load_real_cells
+from chatcell_jax.singlecell import tasks
 from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.singlecell.records import is_gene_list
 
 log = logging.getLogger(__name__)
 
-GENERATION_TASKS = ("random_generation", "pseudo_cell_generation")
-KIND_TASKS = {"cells": ("random_generation", "pseudo_cell_generation", "annotation"), "drug": ("drug_sensitivity",)}
 
 
 def cell_key(record: dict) -> str:
@@ -35,7 +34,7 @@ def labelled_cells(records: Sequence[dict], kind: str) -> dict[str, str]:
     """{cell id: label} of the records of `kind` that carry a label (first label wins)."""
     cells: dict[str, str] = {}
     for record in records:
-        if record.get("task") in KIND_TASKS[kind] and record.get("label") and record.get("cell_id"):
+        if record.get("task") in tasks.of_kind(kind) and record.get("label") and record.get("cell_id"):
             cells.setdefault(str(record["cell_id"]), str(record["label"]))
     return cells
 
@@ -52,7 +51,7 @@ def sentences_from_records(records: Sequence[dict]) -> CellSet:
     """Labelled real cells known only by their generation-record targets (no source file)."""
     seen: dict[str, tuple[str, str]] = {}
     for record in records:
-        if record.get("task") in GENERATION_TASKS and record.get("label") and is_gene_list(str(record["target"]), 1):
+        if record.get("task") in tasks.GENERATION and record.get("label") and is_gene_list(str(record["target"]), 1):
             seen.setdefault(cell_key(record), (str(record["label"]), str(record["target"])))
     return CellSet(list(seen), [v[0] for v in seen.values()], [v[1] for v in seen.values()])
 

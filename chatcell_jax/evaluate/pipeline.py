@@ -19,17 +19,16 @@ from pathlib import Path
 
 from chatcell_jax.errors import InputError
 from chatcell_jax.evaluate import baselines, generation
-from chatcell_jax.evaluate.cellsets import KIND_TASKS, RealCellSets, cell_key
+from chatcell_jax.evaluate.cellsets import RealCellSets, cell_key
 from chatcell_jax.evaluate.metrics import classification_metrics, confusion_matrix, normalise_answer
 from chatcell_jax.evaluate.report import write_report
 from chatcell_jax.singlecell import manifest as manifest_lib
 from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.singlecell.records import load_split
-from chatcell_jax.singlecell.templates import TASKS
+from chatcell_jax.singlecell import tasks as task_registry
 
 log = logging.getLogger(__name__)
 
-LABEL_SETS = {"annotation": "cell_type", "drug_sensitivity": "response"}
 
 
 @dataclass
@@ -54,8 +53,9 @@ def check_predictions(predictions: Sequence[dict]) -> dict[str, list[dict]]:
     for number, record in enumerate(predictions, 1):
         if not isinstance(record, dict) or not isinstance(record.get("output"), str):
             raise InputError(f"prediction {number} has no string field 'output'")
-        if record.get("task") not in TASKS:
-            raise InputError(f"prediction {number} has task {record.get('task')!r}, not one of {list(TASKS)}; "
+        if record.get("task") not in task_registry.NAMES:
+            raise InputError(f"prediction {number} has task {record.get('task')!r}, not one of "
+                             f"{list(task_registry.NAMES)}; "
                              "generate from the split's JSONL (e.g. `chatcell generate --input DATA/test.jsonl`) "
                              "so every record keeps its task, label and cell_id")
         if "target" not in record:
@@ -90,7 +90,7 @@ def _constrained(records: Sequence[dict]) -> list[str] | None:
 def classification_task(task: str, records: Sequence[dict], manifest: Manifest, real: RealCellSets | None,
                         options: EvaluateOptions) -> tuple[dict, dict]:
     """Model metrics (free text, and constrained when given), baselines; confusion matrix for the figure."""
-    labels = manifest.labels_of(LABEL_SETS[task]) or sorted({r["target"] for r in records})
+    labels = manifest.labels_of(task_registry.get(task).label_set) or sorted({r["target"] for r in records})
     truth, outputs = [r["target"] for r in records], [r["output"] for r in records]
     result = {"labels": labels, "model": classification_metrics(truth, outputs, labels)}
     constrained = _constrained(records)
@@ -208,7 +208,7 @@ def _evaluate(data_dir, split: str, predictions: Sequence[dict], out_dir, run_di
     notes = _match_split(by_task, split_records, split)
     real = _real_cell_sets(manifest, by_task, split_records, data_dir, options, notes)
     tasks, figures = {}, {}
-    for task in TASKS:
+    for task in task_registry.NAMES:
         if task not in by_task:
             continue
         log.info("scoring %d %s predictions", len(by_task[task]), task)
@@ -223,21 +223,17 @@ def _evaluate(data_dir, split: str, predictions: Sequence[dict], out_dir, run_di
 
 
 def _score_task(task: str, records: list[dict], split_records, manifest: Manifest, real: dict, options) -> tuple[dict, dict]:
-    if task in LABEL_SETS:
-        return classification_task(task, records, manifest, real.get(_kind(task)), options)
+    if task_registry.get(task).classifies:
+        return classification_task(task, records, manifest, real.get(task_registry.get(task).source_kind), options)
     if task == "pseudo_cell_generation":
         return pseudo_cell_task(records, manifest, real["cells"], options)
     return random_generation_task(records, split_records, manifest), {}
 
 
-def _kind(task: str) -> str:
-    return next(kind for kind, tasks in KIND_TASKS.items() if task in tasks)
-
-
 def _real_cell_sets(manifest: Manifest, by_task: dict, split_records, data_dir, options: EvaluateOptions,
                     notes: list[str]) -> dict[str, RealCellSets]:
     """Real cells per source kind, for the kinds the scored tasks need."""
-    kinds = {_kind(t) for t in by_task if t != "random_generation"}
+    kinds = {task_registry.get(t).source_kind for t in by_task if task_registry.get(t).needs_label}
     if not kinds:
         return {}
     train_records = load_split(data_dir, "train")

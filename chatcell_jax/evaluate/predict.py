@@ -26,12 +26,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.singlecell import tasks
 from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates
 
 log = logging.getLogger(__name__)
 
-LABEL_SETS = {"annotation": "cell_type", "drug_sensitivity": "response"}
 
 
 def _generation_modules():
@@ -99,7 +99,7 @@ def _add_gene_answers(generator, predictions: list[dict], manifest: Manifest, cf
 
 
 def _add_label_probs(generator, predictions: list[dict], manifest: Manifest, truncate: bool, progress: bool) -> None:
-    for task, key in LABEL_SETS.items():
+    for task, key in tasks.label_sets().items():
         rows = [p for p in predictions if p.get("task") == task]
         labels = manifest.labels_of(key)
         if not rows or not labels:

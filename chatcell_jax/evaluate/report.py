@@ -16,6 +16,7 @@ import numpy as np
 from chatcell_jax.atomic import atomic_dir
 from chatcell_jax.evaluate import figures
 from chatcell_jax.evaluate.published import PUBLISHED, SOURCE
+from chatcell_jax.singlecell import tasks as task_registry
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,7 @@ CLASSIFICATION_COLUMNS = [("accuracy", "accuracy"), ("precision_weighted", "prec
 SENTENCE_COLUMNS = [("mean_length", "mean length"), ("length_gap", "length - N"),
                     ("mean_abs_length_error", "mean abs(length - N)"), ("validity", "validity %"),
                     ("uniqueness", "uniqueness %"), ("empty", "empty %")]
-TITLES = {"annotation": "Cell type annotation", "drug_sensitivity": "Drug sensitivity",
-          "random_generation": "Random cell generation", "pseudo_cell_generation": "Pseudo-cell generation"}
+TITLES = {task.name: task.title for task in task_registry.REGISTRY}
 # How a system of metrics.json is named in tables and bars.
 SYSTEM_NAMES = {"model_constrained": "model (constrained)"}
 
@@ -69,7 +69,7 @@ def draw_figures(directory: Path, metrics: dict, figure_data: dict, run_dir) -> 
     """Every figure the metrics allow; returns their paths relative to the report directory."""
     drawn = []
     tasks = metrics["tasks"]
-    for task in ("annotation", "drug_sensitivity"):
+    for task in task_registry.CLASSIFICATION:
         if task in figure_data:
             data = figure_data[task]
             drawn.append(figures.confusion(directory / f"confusion_{task}.png", data["labels"], data["matrix"],
@@ -92,7 +92,7 @@ def draw_figures(directory: Path, metrics: dict, figure_data: dict, run_dir) -> 
 def headline_groups(tasks: dict) -> dict[str, dict[str, float]]:
     """{task headline: {system: value}} for the bar chart."""
     groups = {}
-    for task in ("annotation", "drug_sensitivity"):
+    for task in task_registry.CLASSIFICATION:
         if task in tasks:
             bars = {"model": tasks[task]["model"]["accuracy"]}
             if "model_constrained" in tasks[task]:
@@ -243,7 +243,7 @@ def render_markdown(metrics: dict) -> str:
              f"{metrics['n_predictions']} predictions, N = {metrics['top_k']}.",
              f"Published numbers are shown for scale only: {SOURCE}.", ""]
     tasks = metrics["tasks"]
-    for task in ("annotation", "drug_sensitivity"):
+    for task in task_registry.CLASSIFICATION:
         if task in tasks:
             lines += _classification_md(task, tasks[task])
     if "random_generation" in tasks:

@@ -22,7 +22,7 @@ from chatcell_jax.errors import InputError
 from chatcell_jax.serve.generation import Answer, GeneConstraint, Generator, GeneVocabulary
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
 from chatcell_jax.singlecell.manifest import Manifest
-from chatcell_jax.singlecell.templates import GENERATION_TASKS
+from chatcell_jax.singlecell import tasks
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ class ChatEngine:
         if analysis.unknown_gene_like:
             notes.append(f"{len(analysis.unknown_gene_like)} gene-like word(s) unknown to the model: "
                          f"{' '.join(analysis.unknown_gene_like[:10])}")
-        if analysis.task in ("annotation", "drug_sensitivity"):
-            labels = list(self.labels.cell_type if analysis.task == "annotation" else self.labels.response)
+        if tasks.get(analysis.task).classifies:
+            labels = self.manifest.labels_of(tasks.get(analysis.task).label_set)
             if labels:
                 probs = self.generator.classify([question], labels)[0]
                 ranked = sorted(zip(labels, probs.tolist()), key=lambda item: -item[1])
@@ -84,7 +84,7 @@ class ChatEngine:
         n = prompts.top_k_in_question(question, self.top_k)
         cfg = generation_config(options, default_new_tokens=n + 16)
         seed = int(options.get("seed", 0))
-        constrained = analysis.task in GENERATION_TASKS and not options.get("free")
+        constrained = analysis.task in tasks.GENERATION and not options.get("free")
         if not constrained or analysis.task == "random_generation":
             constraint = GeneConstraint(self.gene_vocabulary(), n) if constrained else None
             best = self.generator.generate([question], cfg, seed=seed, constraint=constraint)[0][0]
@@ -125,7 +125,7 @@ def example_sentences(manifest: Manifest, data_dir: Path | None, count: int = 3)
 
         found = []
         for record in read_jsonl(data_dir / "test.jsonl"):
-            if record.get("task") in ("random_generation", "pseudo_cell_generation"):
+            if record.get("task") in tasks.GENERATION:
                 found.append(record["target"])
             if len(found) == count:
                 return found

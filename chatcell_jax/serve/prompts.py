@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.singlecell import tasks as task_registry
 from chatcell_jax.singlecell import templates
 from chatcell_jax.singlecell.h5ad import H5adFile
 from chatcell_jax.singlecell.manifest import Manifest, SentenceRecipe
 from chatcell_jax.singlecell.stream import SentenceStream
 
-PHRASING = {task: 0 for task in templates.TASKS}
+PHRASING = {task: 0 for task in task_registry.NAMES}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from chatcell_jax.atomic import atomic_dir
 from chatcell_jax.errors import InputError
 from chatcell_jax.singlecell import cells, templates
 from chatcell_jax.singlecell import manifest as manifest_lib
+from chatcell_jax.singlecell import tasks as task_registry
 from chatcell_jax.singlecell.h5ad import H5adFile, MatrixSpec
 from chatcell_jax.singlecell.inverse import InverseFitAccumulator
 from chatcell_jax.singlecell.records import SPLITS, write_jsonl_line
@@ -33,8 +34,6 @@ from chatcell_jax.singlecell.stream import RankedCells, SentenceStream, gene_sym
 
 log = logging.getLogger(__name__)
 
-CELL_TASKS = ("random_generation", "pseudo_cell_generation", "annotation")
-LABELLED_TASKS = ("pseudo_cell_generation", "annotation")
 RESPONSES = ("resistant", "sensitive")
 
 
@@ -67,7 +66,7 @@ class DrugOptions:
 @dataclass
 class PrepareOptions:
     label_key: str | None = "cell_type"
-    tasks: tuple[str, ...] = CELL_TASKS
+    tasks: tuple[str, ...] = task_registry.of_kind("cells")
     mode: str = "one"  # "one": one task per cell (ChatCell); "all": every task for every cell
     top_k: int = 100
     seed: int = 42
@@ -82,9 +81,9 @@ class PrepareOptions:
     source: SourceOptions = field(default_factory=SourceOptions)
 
     def validate(self) -> None:
-        unknown = set(self.tasks) - set(templates.TASKS)
+        unknown = set(self.tasks) - set(task_registry.NAMES)
         if unknown:
-            raise InputError(f"unknown task(s) {sorted(unknown)}; choose from {list(templates.TASKS)}")
+            raise InputError(f"unknown task(s) {sorted(unknown)}; choose from {list(task_registry.NAMES)}")
         if self.mode not in ("one", "all"):
             raise InputError(f"--mode must be 'one' or 'all', not {self.mode!r}")
         if self.top_k < 1:
@@ -178,7 +177,7 @@ class CellChoices:
     @classmethod
     def for_cells(cls, seed: int, cell_index: np.ndarray, tasks: tuple[str, ...]) -> CellChoices:
         return cls(_hashed(seed, 1, cell_index),
-                   {task: _hashed(seed, 2 + templates.TASKS.index(task), cell_index) for task in tasks})
+                   {task: _hashed(seed, 2 + task_registry.NAMES.index(task), cell_index) for task in tasks})
 
 
 # --- pass 2: sentences and instructions ------------------------------------------------------------
@@ -217,22 +216,18 @@ class DatasetWriter:
 
 
 def _tasks_for_cell(source: Source, mode: str, label: str | None, task_key: int) -> list[str]:
-    tasks = [t for t in source.tasks if label is not None or t not in LABELLED_TASKS]
+    tasks = [t for t in source.tasks if label is not None or t not in task_registry.LABELLED]
     if mode == "one" and tasks:
         return [tasks[task_key % len(tasks)]]
     return tasks
 
 
 def _instruction(task: str, phrasing: int, sentence: list[str], label: str | None, drug: str) -> tuple[str, str]:
-    """(source, target) of one record."""
-    genes, n = " ".join(sentence), len(sentence)
-    if task == "random_generation":
-        return templates.render(task, phrasing, n=n), genes
-    if task == "pseudo_cell_generation":
-        return templates.render(task, phrasing, n=n, cell_type=label), genes
-    if task == "annotation":
-        return templates.render(task, phrasing, n=n, genes=genes), label
-    return templates.render(task, phrasing, n=n, genes=genes, drug=drug), label
+    """(source, target) of one record: a phrasing takes the fields it names; the answer is the
+    sentence or the label, as the task registry says."""
+    genes = " ".join(sentence)
+    source = templates.render(task, phrasing, n=len(sentence), genes=genes, cell_type=label or "", drug=drug)
+    return source, genes if task_registry.get(task).generates_genes else label
 
 
 def _labels(h5: H5adFile, source: Source) -> tuple[np.ndarray | None, int]:
@@ -241,7 +236,7 @@ def _labels(h5: H5adFile, source: Source) -> tuple[np.ndarray | None, int]:
         return _drug_responses(h5, source.drug), 0
     if source.label_key is None:
         return None, 0
-    if not set(source.tasks) & set(LABELLED_TASKS):
+    if not set(source.tasks) & set(task_registry.LABELLED):
         return None, 0
     column = h5.obs_column(source.label_key)
     missing = column.isna().to_numpy()
@@ -446,13 +441,13 @@ def prepare_dataset(
 
 def _sources(cells_input, drug_input, options: PrepareOptions, drug, drug_source_options) -> list[Source]:
     sources = []
-    cell_tasks = tuple(t for t in options.tasks if t in CELL_TASKS)
+    cell_tasks = tuple(t for t in options.tasks if t in task_registry.of_kind("cells"))
     if cells_input is not None and cell_tasks:
         sources.append(Source(Path(cells_input), options.source, cell_tasks, options.label_key))
     if drug_input is not None:
         if drug is None:
             raise InputError("a drug input needs --drug NAME and --response-key KEY")
-        sources.append(Source(Path(drug_input), drug_source_options or SourceOptions(), ("drug_sensitivity",),
+        sources.append(Source(Path(drug_input), drug_source_options or SourceOptions(), task_registry.of_kind("drug"),
                               drug=drug))
     if not sources:
         raise InputError("nothing to prepare: give an input .h5ad (and --drug/--response-key for the drug task)")

@@ -118,9 +118,6 @@ DRUG_SENSITIVITY = [
     "Expression profile (top {n} genes): {genes}. Question: is this cancer cell sensitive or resistant to {drug}?",
 ]
 
-TASKS = ("random_generation", "pseudo_cell_generation", "annotation", "drug_sensitivity")
-GENERATION_TASKS = TASKS[:2]  # answered with a list of genes (gene-constrained by default)
-
 # Letters whose spoken name starts with a vowel sound: "an NK cell", "an HSC", "a CD4+ T cell".
 _VOWEL_SOUND_LETTERS = set("AEFHILMNORSX")
 _CONSONANT_SOUND_PREFIXES = ("uni", "use", "usu", "uro", "eu", "one", "ure")
@@ -162,7 +159,7 @@ def render(task: str, choice: int, *, n: int, genes: str = "", cell_type: str = 
         opening, closing = divmod(choice, len(ANNOTATION_CLOSINGS))
         return ANNOTATION_OPENINGS[opening].format(**fields) + " " + ANNOTATION_CLOSINGS[closing]
     if task not in _SINGLE:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+        raise ValueError(f"unknown task {task!r}; expected one of {list(_SINGLE) + ['annotation']}")
     phrasings = _SINGLE[task]
     return phrasings[choice % len(phrasings)].format(**fields)
 

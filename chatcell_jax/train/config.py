@@ -120,7 +120,7 @@ class TrainConfig:
                              f"{self.grad_accum_steps}")
 
     def _validate_tasks(self) -> None:
-        from chatcell_jax.singlecell.templates import TASKS
+        from chatcell_jax.singlecell.tasks import NAMES as TASKS
 
         if isinstance(self.task_sampling, str) and self.task_sampling not in ("proportional", "uniform"):
             raise InputError("config key 'task_sampling' must be proportional, uniform or a mapping {task: rate}, "

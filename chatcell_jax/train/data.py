@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding
 from chatcell_jax.train import packing
 from chatcell_jax.errors import InputError
 from chatcell_jax.singlecell.records import load_split
-from chatcell_jax.singlecell.templates import TASKS
+from chatcell_jax.singlecell.tasks import NAMES as TASKS
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,10 @@ import numpy as np
 
 from chatcell_jax.serve.decoding import GenerationConfig
 from chatcell_jax.evaluate.metrics import normalise_answer, sentence_metrics
+from chatcell_jax.singlecell.tasks import GENERATION
 
 log = logging.getLogger(__name__)
 
-CLASSIFICATION_TASKS = ("annotation", "drug_sensitivity")
-GENERATION_TASKS = ("random_generation", "pseudo_cell_generation")
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def sample_tasks(records: Sequence[dict], per_task: int, seed: int) -> list[Samp
 def score(task: str, outputs: Sequence[str], targets: Sequence[str], genes: Sequence[str] | None,
           top_k: int | None) -> dict[str, float]:
     """The metrics of one task's decoded outputs (named without the `valid_<task>_` prefix)."""
-    if task in GENERATION_TASKS:
+    if task in GENERATION:
         if not genes or not top_k:
             return {}
         found = sentence_metrics(outputs, genes, top_k)
