@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 DEMO_DIR ?= demo_out
 DEMO_STEPS ?=
 
-.PHONY: demo test setup clean
+.PHONY: demo test lint setup clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 	$(if $(filter 1,$(IS_PY311)),$(PY) -m pip install -q torch==2.13.0,)
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: $(STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m pytest -q $(PYTEST_ARGS)

@@ -4,6 +4,7 @@ Every command writes into a temporary sibling of its target and renames it into 
 everything succeeded, so an interrupted or failed run never leaves a directory or file that looks
 complete. An existing target is swapped out and then removed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,11 +27,13 @@ def atomic_dir(target: str | Path, *, overwrite: bool = True, marker: str | None
     if target.exists():
         if not overwrite:
             raise InputError(f"{target} already exists; pass --overwrite to replace it")
-        foreign = not target.is_dir() or (marker is not None and any(target.iterdir())
-                                          and not (target / marker).exists())
+        foreign = not target.is_dir() or (
+            marker is not None and any(target.iterdir()) and not (target / marker).exists()
+        )
         if foreign:
-            raise InputError(f"{target} exists and is not a previous output (no {marker}); choose another --out "
-                             "or remove it")
+            raise InputError(
+                f"{target} exists and is not a previous output (no {marker}); choose another --out or remove it"
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:

@@ -15,6 +15,7 @@ Offline (the default, since no pretrained T5 tokenizer ships with the package) t
 Unigram model trained on the instruction text with the words to be added removed, in T5's id
 layout: <pad>=0, </s>=1, <unk>=2.
 """
+
 from __future__ import annotations
 
 import io
@@ -63,8 +64,10 @@ def words_from_manifest(manifest: Manifest) -> NewWords:
         raise InputError("the manifest has no genes, cell types or drugs to add; prepare the data first")
     for word in genes:
         if _BAD_CHARS.search(word) or not word:
-            raise InputError(f"gene symbol {word!r} contains whitespace or control characters; fix the symbols "
-                             "(chatcell prepare replaces whitespace with '_')")
+            raise InputError(
+                f"gene symbol {word!r} contains whitespace or control characters; fix the symbols "
+                "(chatcell prepare replaces whitespace with '_')"
+            )
     for word in [*words.cell_types, *words.drugs]:
         if re.search(r"[\x00-\x1f\x7f]", word) or not word.strip():
             raise InputError(f"label {word!r} is empty or contains control characters")
@@ -103,17 +106,33 @@ def train_base(lines: list[str], vocab_size: int, required_chars: str = ""):
     import sentencepiece as spm
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    required = sorted(set(string.ascii_letters + string.digits + string.punctuation + required_chars)
-                      - set(string.whitespace))
+    required = sorted(
+        set(string.ascii_letters + string.digits + string.punctuation + required_chars) - set(string.whitespace)
+    )
     if vocab_size < len(required) + 3:
-        raise InputError(f"--sp-vocab-size {vocab_size} is too small: the base needs at least {len(required) + 3} "
-                         "pieces (every printable character and the three special tokens)")
+        raise InputError(
+            f"--sp-vocab-size {vocab_size} is too small: the base needs at least {len(required) + 3} "
+            "pieces (every printable character and the three special tokens)"
+        )
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sorted(set(lines))), model_writer=buffer, model_type="unigram",
-        vocab_size=vocab_size, hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-        pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", normalization_rule_name="identity",
-        character_coverage=1.0, num_threads=1, shuffle_input_sentence=False, minloglevel=2,
+        sentence_iterator=iter(sorted(set(lines))),
+        model_writer=buffer,
+        model_type="unigram",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        normalization_rule_name="identity",
+        character_coverage=1.0,
+        num_threads=1,
+        shuffle_input_sentence=False,
+        minloglevel=2,
         required_chars="".join(required),
     )
     processor = spm.SentencePieceProcessor(model_proto=buffer.getvalue())
@@ -133,8 +152,10 @@ def load_base(base: str) -> dict:
     try:
         tok = AutoTokenizer.from_pretrained(base, use_fast=True)
     except Exception as err:  # missing files, offline hub id, broken JSON
-        raise InputError(f"cannot load a tokenizer from {base!r} ({type(err).__name__}: {err}); give a local "
-                         "directory with tokenizer.json or spiece.model") from None
+        raise InputError(
+            f"cannot load a tokenizer from {base!r} ({type(err).__name__}: {err}); give a local "
+            "directory with tokenizer.json or spiece.model"
+        ) from None
     spec = json.loads(tok.backend_tokenizer.to_str())
     problems = []
     if spec["model"]["type"] != "Unigram":
@@ -171,14 +192,26 @@ def add_whole_words(spec: dict, words: list[str]) -> tuple[dict, dict]:
     spec["pre_tokenizer"] = {"type": "Metaspace", "replacement": META, "prepend_scheme": "always", "split": False}
     # Every "▁" becomes a space (Metaspace's decoder would only turn a token's first one), then the
     # leading space goes: multi-word pieces decode to their words.
-    spec["decoder"] = {"type": "Sequence", "decoders": [
-        {"type": "Replace", "pattern": {"String": META}, "content": " "}, {"type": "Fuse"},
-        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
-    record = {"base_vocab_size": base_size, "vocab_size": len(vocab), "n_new": len(new_ids),
-              "first_new_id": base_size, "new_ids": new_ids, "collisions": collisions}
+    spec["decoder"] = {
+        "type": "Sequence",
+        "decoders": [
+            {"type": "Replace", "pattern": {"String": META}, "content": " "},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+        ],
+    }
+    record = {
+        "base_vocab_size": base_size,
+        "vocab_size": len(vocab),
+        "n_new": len(new_ids),
+        "first_new_id": base_size,
+        "new_ids": new_ids,
+        "collisions": collisions,
+    }
     if collisions:
-        log.warning("%d word(s) already were pieces and keep their ids: %s", len(collisions),
-                    ", ".join(list(collisions)[:10]))
+        log.warning(
+            "%d word(s) already were pieces and keep their ids: %s", len(collisions), ", ".join(list(collisions)[:10])
+        )
     return spec, record
 
 
@@ -188,14 +221,27 @@ def _wrap(spec: dict):
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer.from_str(json.dumps(spec))
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                             special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
-                                   unk_token="<unk>", model_max_length=1_000_000, padding_side="right")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=1_000_000,
+        padding_side="right",
+    )
 
 
-def build_tokenizer(data_dir: str | Path, out_dir: str | Path, *, base: str | None = None,
-                    sp_vocab_size: int = 8000, overwrite: bool = False) -> dict:
+def build_tokenizer(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    base: str | None = None,
+    sp_vocab_size: int = 8000,
+    overwrite: bool = False,
+) -> dict:
     """Write an HF tokenizer directory + chatcell_vocab.json; returns the vocabulary record."""
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -210,8 +256,14 @@ def build_tokenizer(data_dir: str | Path, out_dir: str | Path, *, base: str | No
     else:
         spec = load_base(base)
     spec, record = add_whole_words(spec, words.all())
-    record.update(base=base or "trained from scratch", sp_vocab_size=None if base else sp_vocab_size,
-                  genes=len(words.genes), cell_types=words.cell_types, drugs=words.drugs, data=str(data_dir))
+    record.update(
+        base=base or "trained from scratch",
+        sp_vocab_size=None if base else sp_vocab_size,
+        genes=len(words.genes),
+        cell_types=words.cell_types,
+        drugs=words.drugs,
+        data=str(data_dir),
+    )
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         _wrap(spec).save_pretrained(str(tmp))
         (tmp / VOCAB_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")

@@ -14,6 +14,7 @@ Run:  .venv/bin/python scripts/bench_generate.py [--shape tiny|t5-small] [--batc
 Needs torch (the `hf` extra). On a GPU machine, ours runs on the GPU and transformers on CUDA when
 torch sees one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,15 @@ def build(shape: str, vocab: int, directory: Path):
     import transformers
 
     torch.manual_seed(0)
-    cfg = transformers.T5Config(vocab_size=vocab, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                                feed_forward_proj="relu", tie_word_embeddings=True, **SHAPES[shape])
+    cfg = transformers.T5Config(
+        vocab_size=vocab,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
+        **SHAPES[shape],
+    )
     transformers.T5ForConditionalGeneration(cfg).save_pretrained(directory)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return transformers.T5ForConditionalGeneration.from_pretrained(directory).eval().to(device), device
@@ -87,8 +95,8 @@ def our_runner(config, params, ids, cfg):
 
 
 def main() -> None:
-    from chatcell_jax.serve.decoding import GenerationConfig
     from chatcell_jax.model.directory import load_model
+    from chatcell_jax.serve.decoding import GenerationConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
@@ -105,23 +113,34 @@ def main() -> None:
         config, model, _ = load_model(tmp)
         params = model.params()
     runs = [
-        ("beam search, 4 beams", GenerationConfig(max_new_tokens=n, min_new_tokens=n, num_beams=4),
-         dict(num_beams=4, do_sample=False)),
-        ("sampling top-k 50 / top-p 0.95", GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=True, top_k=50,
-                                                             top_p=0.95), dict(do_sample=True, top_k=50, top_p=0.95)),
+        (
+            "beam search, 4 beams",
+            GenerationConfig(max_new_tokens=n, min_new_tokens=n, num_beams=4),
+            dict(num_beams=4, do_sample=False),
+        ),
+        (
+            "sampling top-k 50 / top-p 0.95",
+            GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=True, top_k=50, top_p=0.95),
+            dict(do_sample=True, top_k=50, top_p=0.95),
+        ),
         ("greedy", GenerationConfig(max_new_tokens=n, min_new_tokens=n), dict(num_beams=1, do_sample=False)),
     ]
-    print(f"shape {args.shape}, vocab {args.vocab}, batch {args.batch}, prompt {args.prompt_length} tokens, "
-          f"{n} new tokens, fastest of {args.repeats}; "
-          f"ours on {jax.devices()[0].platform}, transformers on {device}\n")
+    print(
+        f"shape {args.shape}, vocab {args.vocab}, batch {args.batch}, prompt {args.prompt_length} tokens, "
+        f"{n} new tokens, fastest of {args.repeats}; "
+        f"ours on {jax.devices()[0].platform}, transformers on {device}\n"
+    )
     print("| search | ours seq/s | transformers seq/s | ratio | our compile (s) |\n|---|---|---|---|---|")
     for name, cfg, hf_kwargs in runs:
         ours, compile_s = our_runner(config, params, ids, cfg)
         theirs = hf_runner(hf_model, device, ids, max_new_tokens=n, min_new_tokens=n, **hf_kwargs)
         times = [(ours(), theirs()) for _ in range(args.repeats)]
         ours_s, hf_s = min(t[0] for t in times), min(t[1] for t in times)
-        print(f"| {name} | {args.batch / ours_s:.2f} | {args.batch / hf_s:.2f} | {hf_s / ours_s:.1f}x | {compile_s:.1f} |",
-              flush=True)
+        print(
+            f"| {name} | {args.batch / ours_s:.2f} | {args.batch / hf_s:.2f} | {hf_s / ours_s:.1f}x "
+            f"| {compile_s:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

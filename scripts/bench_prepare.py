@@ -13,6 +13,7 @@ Setup for the peer (not a project dependency; it pulls torch/jupyter otherwise):
     .venv/bin/pip install --no-deps cell2sentence==1.2.0 && .venv/bin/pip install plotnine
 Run: .venv/bin/python scripts/bench_prepare.py [--cells 20000] [--million 1000000] [--skip-million]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,9 @@ def write_streamed_h5ad(path: Path, n_cells: int, n_genes: int, genes_per_cell: 
             indptr[start + 1 : start + part.shape[0] + 1] = lo + part.indptr[1:]
         x.create_dataset("indptr", data=indptr)
         labels = np.array([f"type{i % 12}" for i in range(n_cells)])
-        write_elem(f, "obs", pd.DataFrame({"cell_type": pd.Categorical(labels)},
-                                          index=[f"c{i}" for i in range(n_cells)]))
+        write_elem(
+            f, "obs", pd.DataFrame({"cell_type": pd.Categorical(labels)}, index=[f"c{i}" for i in range(n_cells)])
+        )
         write_elem(f, "var", pd.DataFrame(index=[f"GENE{i}" for i in range(n_genes)]))
 
 
@@ -89,8 +91,9 @@ def worker_ours(matrix_path: str) -> dict:
 
 
 def worker_c2s(matrix_path: str) -> dict:
-    import anndata as ad
     from collections import OrderedDict
+
+    import anndata as ad
 
     dist = importlib.metadata.distribution("cell2sentence")
     spec = importlib.util.spec_from_file_location("c2s_utils", dist.locate_file("cell2sentence/utils.py"))
@@ -111,8 +114,9 @@ def worker_prepare(h5ad_path: str, out_dir: str) -> dict:
     from chatcell_jax.singlecell import prepare as ins
 
     start = time.perf_counter()
-    ins.prepare_dataset(out_dir, cells_input=h5ad_path, options=ins.PrepareOptions(
-        source=ins.SourceOptions(chunk_size=4096)))
+    ins.prepare_dataset(
+        out_dir, cells_input=h5ad_path, options=ins.PrepareOptions(source=ins.SourceOptions(chunk_size=4096))
+    )
     return {"seconds": time.perf_counter() - start}
 
 
@@ -125,9 +129,11 @@ def peak_rss_mb() -> float:
 
 
 def run_worker(name: str, *args: str) -> dict:
-    code = (f"import json, resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import bench_prepare as b; r = b.worker_{name}(*{list(args)!r}); "
-            "r['peak_rss_mb'] = b.peak_rss_mb(); print(json.dumps(r))")
+    code = (
+        f"import json, resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"import bench_prepare as b; r = b.worker_{name}(*{list(args)!r}); "
+        "r['peak_rss_mb'] = b.peak_rss_mb(); print(json.dumps(r))"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -158,8 +164,10 @@ def main() -> None:
         t0 = time.perf_counter()
         write_streamed_h5ad(path, args.million, args.genes, args.million_genes_per_cell)
         size_gb = path.stat().st_size / 1e9
-        print(f"\nstreamed file: {args.million:,} cells x {args.genes:,} genes, {size_gb:.2f} GB on disk "
-              f"(written in {time.perf_counter() - t0:.0f} s)")
+        print(
+            f"\nstreamed file: {args.million:,} cells x {args.genes:,} genes, {size_gb:.2f} GB on disk "
+            f"(written in {time.perf_counter() - t0:.0f} s)"
+        )
         r = run_worker("prepare", str(path), str(tmp / "prepared"))
         print("\n| prepare_dataset (both passes + JSONL) | cells/s | peak RSS (MB) |\n|---|---|---|")
         print(f"| {args.million:,} cells | {args.million / r['seconds']:,.0f} | {r['peak_rss_mb']:,.0f} |")

@@ -27,6 +27,7 @@ The bundled data gets the demo's preparation (top-50 sentences, every task for e
 stratified split, plus the SYNTHETIC drug-response fixture of `scripts/demo.py`); `--h5ad` data
 gets `chatcell prepare FILE --label-key COL --mode all --stratify --top-k 50` plus `--prepare-arg`s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,10 @@ ROWS = [
     ("drug accuracy", ("drug_sensitivity", "{m}", "accuracy")),
     ("drug malformed", ("drug_sensitivity", "{m}", "malformed")),
     ("pseudo-cell k-NN quality@5 (expr.)", ("pseudo_cell_generation", "knn", "expression", "{m}", "5", "quality")),
-    ("pseudo-cell discriminability@5 (expr.)",
-     ("pseudo_cell_generation", "knn", "expression", "{m}", "5", "discriminability")),
+    (
+        "pseudo-cell discriminability@5 (expr.)",
+        ("pseudo_cell_generation", "knn", "expression", "{m}", "5", "discriminability"),
+    ),
     ("pseudo-cell validity", ("pseudo_cell_generation", "{m}", "validity")),
     ("pseudo-cell uniqueness", ("pseudo_cell_generation", "{m}", "uniqueness")),
     ("pseudo-cell mean length", ("pseudo_cell_generation", "{m}", "mean_length")),
@@ -66,8 +69,11 @@ ROWS = [
 BASELINES = [
     ("annotation accuracy", ("annotation", "baselines", "{b}", "accuracy"), ("majority", "knn", "logistic_regression")),
     ("drug accuracy", ("drug_sensitivity", "baselines", "{b}", "accuracy"), ("majority", "knn", "logistic_regression")),
-    ("pseudo-cell k-NN quality@5 (expr.)",
-     ("pseudo_cell_generation", "knn", "expression", "{b}", "5", "quality"), ("real_sentences",)),
+    (
+        "pseudo-cell k-NN quality@5 (expr.)",
+        ("pseudo_cell_generation", "knn", "expression", "{b}", "5", "quality"),
+        ("real_sentences",),
+    ),
     ("random uniqueness", ("random_generation", "baselines", "{b}", "uniqueness"), ("real_sentences",)),
 ]
 
@@ -87,27 +93,61 @@ def prepare(out: Path, args: argparse.Namespace, extra: list[str]) -> tuple[Path
     if (tokenizer / "tokenizer.json").is_file():
         return data, tokenizer
     root.mkdir(parents=True, exist_ok=True)
-    common = ["--mode", "all", "--stratify", "--top-k", "50", *args.prepare_arg, *extra, "--out", str(data),
-              "--overwrite", "--no-progress"]
+    common = [
+        "--mode",
+        "all",
+        "--stratify",
+        "--top-k",
+        "50",
+        *args.prepare_arg,
+        *extra,
+        "--out",
+        str(data),
+        "--overwrite",
+        "--no-progress",
+    ]
     if args.h5ad is None:
         drug = write_synthetic_drug_fixture(root / "synthetic_drug_response.h5ad")
-        _run(["prepare", "--demo", "--drug-input", str(drug), "--drug", SYNTHETIC_DRUG, "--response-key", "response",
-              *common])
+        _run(
+            [
+                "prepare",
+                "--demo",
+                "--drug-input",
+                str(drug),
+                "--drug",
+                SYNTHETIC_DRUG,
+                "--response-key",
+                "response",
+                *common,
+            ]
+        )
     else:
         _run(["prepare", str(args.h5ad), "--label-key", args.label_key, *common])
     _run(["tokenizer", "--data", str(data), "--out", str(tokenizer), "--overwrite"])
     return data, tokenizer
 
 
-def train_and_evaluate(out: Path, name: str, seed: int, data: Path, tokenizer: Path, args: argparse.Namespace,
-                       overrides: list[str]) -> dict:
+def train_and_evaluate(
+    out: Path, name: str, seed: int, data: Path, tokenizer: Path, args: argparse.Namespace, overrides: list[str]
+) -> dict:
     run = out / "runs" / f"{name}-seed{seed}"
-    sets = [f"data={data}", f"tokenizer={tokenizer}", f"out={run}", f"seed={seed}", "overwrite=true",
-            *args.set, *overrides]
+    sets = [
+        f"data={data}",
+        f"tokenizer={tokenizer}",
+        f"out={run}",
+        f"seed={seed}",
+        "overwrite=true",
+        *args.set,
+        *overrides,
+    ]
     started = time.perf_counter()
     _run(["train", "--config", str(args.config), "--no-progress", *[a for s in sets for a in ("--set", s)]])
-    result = {"setting": name, "seed": seed, "overrides": [*args.set, *overrides],
-              "train_s": time.perf_counter() - started}
+    result = {
+        "setting": name,
+        "seed": seed,
+        "overrides": [*args.set, *overrides],
+        "train_s": time.perf_counter() - started,
+    }
     return evaluate(out, result, data)
 
 
@@ -115,8 +155,22 @@ def evaluate(out: Path, result: dict, data: Path) -> dict:
     """`chatcell evaluate` of the result's run on the test split; the result with its metrics."""
     tag = f"{result['setting']}-seed{result['seed']}"
     report = out / "reports" / tag
-    _run(["evaluate", str(out / "runs" / tag), "--data", str(data), "--split", "test", "--out", str(report),
-          "--overwrite", "--seed", str(result["seed"]), "--no-progress"])
+    _run(
+        [
+            "evaluate",
+            str(out / "runs" / tag),
+            "--data",
+            str(data),
+            "--split",
+            "test",
+            "--out",
+            str(report),
+            "--overwrite",
+            "--seed",
+            str(result["seed"]),
+            "--no-progress",
+        ]
+    )
     return {**result, "tasks": json.loads((report / "metrics.json").read_text())["tasks"]}
 
 
@@ -160,24 +214,34 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-SUMMARY = [("annotation free", ("annotation", "model", "accuracy")),
-           ("annotation constrained", ("annotation", "model_constrained", "accuracy")),
-           ("annotation malformed", ("annotation", "model", "malformed")),
-           ("drug free", ("drug_sensitivity", "model", "accuracy")),
-           ("pseudo-cell q@5 constrained",
-            ("pseudo_cell_generation", "knn", "expression", "model_constrained", "5", "quality")),
-           ("pseudo-cell discr.@5 constrained",
-            ("pseudo_cell_generation", "knn", "expression", "model_constrained", "5", "discriminability"))]
+SUMMARY = [
+    ("annotation free", ("annotation", "model", "accuracy")),
+    ("annotation constrained", ("annotation", "model_constrained", "accuracy")),
+    ("annotation malformed", ("annotation", "model", "malformed")),
+    ("drug free", ("drug_sensitivity", "model", "accuracy")),
+    (
+        "pseudo-cell q@5 constrained",
+        ("pseudo_cell_generation", "knn", "expression", "model_constrained", "5", "quality"),
+    ),
+    (
+        "pseudo-cell discr.@5 constrained",
+        ("pseudo_cell_generation", "knn", "expression", "model_constrained", "5", "discriminability"),
+    ),
+]
 
 
 def summary_table(results: list[dict]) -> str:
     """Markdown: one row per setting, the headline numbers (mean +- sd over seeds)."""
-    lines = ["| setting | seeds | train s | " + " | ".join(name for name, _ in SUMMARY) + " |",
-             "|---|---|---|" + "---|" * len(SUMMARY)]
+    lines = [
+        "| setting | seeds | train s | " + " | ".join(name for name, _ in SUMMARY) + " |",
+        "|---|---|---|" + "---|" * len(SUMMARY),
+    ]
     for name in dict.fromkeys(r["setting"] for r in results):
         runs = [r for r in results if r["setting"] == name]
         cells = [_cell([_get(r["tasks"], path) for r in runs]).split(" (")[0] for _, path in SUMMARY]
-        lines.append(f"| {name} | {len(runs)} | {np.mean([r['train_s'] for r in runs]):.0f} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {name} | {len(runs)} | {np.mean([r['train_s'] for r in runs]):.0f} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -187,24 +251,36 @@ def load_settings(args: argparse.Namespace) -> dict[str, dict]:
     grid = yaml.safe_load(args.grid.read_text()) or {}
     if not isinstance(grid, dict) or not grid:
         sys.exit(f"{args.grid}: a grid file maps setting names to {{set: [...], prepare: [...]}}")
-    return {str(name): {"set": [str(s) for s in (spec or {}).get("set", [])],
-                        "prepare": [str(s) for s in (spec or {}).get("prepare", [])]} for name, spec in grid.items()}
+    return {
+        str(name): {
+            "set": [str(s) for s in (spec or {}).get("set", [])],
+            "prepare": [str(s) for s in (spec or {}).get("prepare", [])],
+        }
+        for name, spec in grid.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--h5ad", type=Path, help="cells with raw counts (default: the bundled PBMC cells)")
     parser.add_argument("--label-key", default="cell_type", help="obs column with the cell type (with --h5ad)")
-    parser.add_argument("--prepare-arg", action="append", default=[],
-                        help="extra `chatcell prepare` argument, e.g. --prepare-arg=--allow-non-integer (repeatable)")
+    parser.add_argument(
+        "--prepare-arg",
+        action="append",
+        default=[],
+        help="extra `chatcell prepare` argument, e.g. --prepare-arg=--allow-non-integer (repeatable)",
+    )
     parser.add_argument("--config", type=Path, default=Path("configs/train/demo.yaml"))
     parser.add_argument("--set", action="append", default=[], help="train config override for every run (repeatable)")
     parser.add_argument("--grid", type=Path, help="YAML of settings to compare (see above)")
     parser.add_argument("--name", default="demo recipe", help="the setting's name without --grid")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 per setting")
     parser.add_argument("--out", type=Path, default=Path("bench_quality_out"))
-    parser.add_argument("--reevaluate", action="store_true",
-                        help="evaluate finished runs again instead of skipping them (after a change to evaluation)")
+    parser.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="evaluate finished runs again instead of skipping them (after a change to evaluation)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "results.jsonl"

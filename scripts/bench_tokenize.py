@@ -6,6 +6,7 @@ cells' top-100 sentences), same process, same run.
 
 Run: .venv/bin/python scripts/bench_tokenize.py [--repeat 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        manifest = ins.prepare_dataset(tmp / "data", cells_input=ins.demo_data_path(),
-                                       options=ins.PrepareOptions(mode="all"))
+        manifest = ins.prepare_dataset(
+            tmp / "data", cells_input=ins.demo_data_path(), options=ins.PrepareOptions(mode="all")
+        )
         build_tokenizer(tmp / "data", tmp / "ours")
         ours = AutoTokenizer.from_pretrained(str(tmp / "ours"))
         words = words_from_manifest(manifest)
@@ -54,8 +56,10 @@ def main() -> None:
     print("| tokenizer | tokens per sentence (incl. EOS) | sentences/s | exact round trip |\n|---|---|---|---|")
     for name, length, speed, exact in rows:
         print(f"| {name} | {length:.1f} | {speed:,.0f} | {exact:.0%} |")
-    print(f"\ntokens: {rows[1][1] / rows[0][1]:.2f}x fewer with ours; speed ratio (ours / ChatCell-style): "
-          f"{rows[0][2] / rows[1][2]:.2f}x")
+    print(
+        f"\ntokens: {rows[1][1] / rows[0][1]:.2f}x fewer with ours; speed ratio (ours / ChatCell-style): "
+        f"{rows[0][2] / rows[1][2]:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ Run:  .venv/bin/python scripts/bench_train.py [--shape tiny|t5-small|t5-base] [-
           [--source-len 256] [--target-len 64] [--dtype float32|bfloat16] [--unrolled] [--peak-tflops X] [--json F]
 Needs torch (the `hf` extra). On a GPU machine ours runs on the GPU and transformers on CUDA.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,12 @@ def make_batch(batch: int, source_len: int, target_len: int, vocab: int, seed: i
         input_ids[row, :s] = np.append(rng.integers(2, vocab, s - 1), 1)
         labels[row, :t] = np.append(rng.integers(2, vocab, t - 1), 1)
     decoder_input_ids = np.concatenate([np.zeros((batch, 1), np.int32), np.maximum(labels[:, :-1], 0)], axis=1)
-    return {"input_ids": input_ids, "attention_mask": (input_ids != 0).astype(np.int32),
-            "decoder_input_ids": decoder_input_ids, "labels": labels}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": (input_ids != 0).astype(np.int32),
+        "decoder_input_ids": decoder_input_ids,
+        "labels": labels,
+    }
 
 
 def build_hf(shape: str, vocab: int, directory: Path):
@@ -71,8 +76,16 @@ def build_hf(shape: str, vocab: int, directory: Path):
     import transformers
 
     torch.manual_seed(0)
-    cfg = transformers.T5Config(vocab_size=vocab, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                                feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.0, **SHAPES[shape])
+    cfg = transformers.T5Config(
+        vocab_size=vocab,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
+        dropout_rate=0.0,
+        **SHAPES[shape],
+    )
     model = transformers.T5ForConditionalGeneration(cfg)
     model.save_pretrained(directory)
     return model
@@ -113,11 +126,14 @@ def setup_torch(model, train_cfg, batch_np: dict, bf16: bool) -> tuple[Callable[
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).train()
     named = list(model.named_parameters())  # the tied embedding appears once
-    groups = [{"params": [p for n, p in named if "norm" not in n], "weight_decay": train_cfg.weight_decay},
-              {"params": [p for n, p in named if "norm" in n], "weight_decay": 0.0}]  # as our decay_mask
+    groups = [
+        {"params": [p for n, p in named if "norm" not in n], "weight_decay": train_cfg.weight_decay},
+        {"params": [p for n, p in named if "norm" in n], "weight_decay": 0.0},
+    ]  # as our decay_mask
     # fused=True: torch's fastest AdamW (one kernel over all tensors), so the peer is at its best.
-    opt = torch.optim.AdamW(groups, lr=train_cfg.learning_rate, betas=(train_cfg.b1, train_cfg.b2),
-                            eps=train_cfg.eps, fused=True)
+    opt = torch.optim.AdamW(
+        groups, lr=train_cfg.learning_rate, betas=(train_cfg.b1, train_cfg.b2), eps=train_cfg.eps, fused=True
+    )
     batch = {k: torch.from_numpy(v).long().to(device) for k, v in batch_np.items()}
 
     def step() -> float:
@@ -150,14 +166,23 @@ def main() -> None:
     parser.add_argument("--source-len", type=int, default=256)
     parser.add_argument("--target-len", type=int, default=64)
     parser.add_argument("--vocab", type=int, default=41216)
-    parser.add_argument("--steps", type=int, help="timed steps per framework (default: 10 for tiny or on a GPU, "
-                        "3 for larger shapes on CPU, where a t5-small step takes ~25 s on 2 cores)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="timed steps per framework (default: 10 for tiny or on a GPU, "
+        "3 for larger shapes on CPU, where a t5-small step takes ~25 s on 2 cores)",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (the first gives the loss check)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--unrolled", action="store_true", help="scan_layers=False: no stacked per-layer residual "
-                        "buffers (zero-filled, then sliced) as lax.scan's backward needs; slower to compile")
-    parser.add_argument("--peak-tflops", type=float, default=0.0,
-                        help="per-device peak for MFU (known GPUs/TPUs: automatic)")
+    parser.add_argument(
+        "--unrolled",
+        action="store_true",
+        help="scan_layers=False: no stacked per-layer residual "
+        "buffers (zero-filled, then sliced) as lax.scan's backward needs; slower to compile",
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, default=0.0, help="per-device peak for MFU (known GPUs/TPUs: automatic)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.steps is None:
@@ -170,9 +195,18 @@ def main() -> None:
     batch_np = make_batch(args.batch, args.source_len, args.target_len, args.vocab)
     with tempfile.TemporaryDirectory() as tmp:
         # Constant lr (no warmup) so step k gets the same lr on both sides; dropout 0 for equal work.
-        train_cfg = TrainConfig(model=tmp, dropout_rate=0.0, dtype=args.dtype, learning_rate=1e-4, warmup_steps=0,
-                                decay="constant", weight_decay=0.01, grad_clip=1.0, steps=args.warmup + args.steps,
-                                scan_layers=not args.unrolled)
+        train_cfg = TrainConfig(
+            model=tmp,
+            dropout_rate=0.0,
+            dtype=args.dtype,
+            learning_rate=1e-4,
+            warmup_steps=0,
+            decay="constant",
+            weight_decay=0.01,
+            grad_clip=1.0,
+            steps=args.warmup + args.steps,
+            scan_layers=not args.unrolled,
+        )
         hf_model = build_hf(args.shape, args.vocab, Path(tmp))
         ours_step, compile_s, model_cfg = setup_ours(train_cfg, args.vocab, batch_np)
     peer_step, peer_device = setup_torch(hf_model, train_cfg, batch_np, args.dtype == "bfloat16")
@@ -201,26 +235,46 @@ def main() -> None:
     tolerance = 1e-4 if args.dtype == "float32" else 1e-2  # bf16 rounding differs between the two
     ratio = ours["tokens_per_s"] / peer["tokens_per_s"]
 
-    print(f"shape {args.shape}, vocab {args.vocab}, batch {b}, source {s} + target {t} tokens (padded), "
-          f"{args.dtype}, {'unrolled' if args.unrolled else 'scanned'} layers, {args.warmup} warm-up + "
-          f"{args.steps} timed steps (interleaved); ours on {ours['device']}, "
-          f"torch {torch.__version__} on {peer['device']} ({threads} threads); load average {load:.2f}; "
-          f"{flops / 1e9:.1f} GFLOP/step\n")
-    print("| framework | median step (ms) | fastest (ms) | tokens/s | GFLOP/s | MFU | first-step loss "
-          "| loss after last step |\n|---|---|---|---|---|---|---|---|")
+    print(
+        f"shape {args.shape}, vocab {args.vocab}, batch {b}, source {s} + target {t} tokens (padded), "
+        f"{args.dtype}, {'unrolled' if args.unrolled else 'scanned'} layers, {args.warmup} warm-up + "
+        f"{args.steps} timed steps (interleaved); ours on {ours['device']}, "
+        f"torch {torch.__version__} on {peer['device']} ({threads} threads); load average {load:.2f}; "
+        f"{flops / 1e9:.1f} GFLOP/step\n"
+    )
+    print(
+        "| framework | median step (ms) | fastest (ms) | tokens/s | GFLOP/s | MFU | first-step loss "
+        "| loss after last step |\n|---|---|---|---|---|---|---|---|"
+    )
     for name, r in (("ours (jax)", ours), ("transformers (torch)", peer)):
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
-        print(f"| {name} | {1e3 * r['step_s']:.1f} | {1e3 * min(r['times']):.1f} | {r['tokens_per_s']:.0f} | "
-              f"{r['gflops_per_s']:.1f} | {mfu} | "
-              f"{r['first_loss']:.6f} | {r['last_loss']:.6f} |")
-    print(f"\nratio ours / transformers tokens/s: {ratio:.2f}x (goal on CPU: >= 1.5x); our compile: "
-          f"{ours['compile_s']:.1f} s; first-step loss relative difference {rel:.1e} "
-          f"({'ok' if rel <= tolerance else 'MISMATCH: the two steps do not compute the same loss'})")
+        print(
+            f"| {name} | {1e3 * r['step_s']:.1f} | {1e3 * min(r['times']):.1f} | {r['tokens_per_s']:.0f} | "
+            f"{r['gflops_per_s']:.1f} | {mfu} | "
+            f"{r['first_loss']:.6f} | {r['last_loss']:.6f} |"
+        )
+    print(
+        f"\nratio ours / transformers tokens/s: {ratio:.2f}x (goal on CPU: >= 1.5x); our compile: "
+        f"{ours['compile_s']:.1f} s; first-step loss relative difference {rel:.1e} "
+        f"({'ok' if rel <= tolerance else 'MISMATCH: the two steps do not compute the same loss'})"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "ours": ours,
-                                         "transformers": peer, "ratio": ratio, "first_loss_rel_diff": rel,
-                                         "flops_per_step": flops, "torch_threads": threads, "load_average": load},
-                                        indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "ours": ours,
+                    "transformers": peer,
+                    "ratio": ratio,
+                    "first_loss_rel_diff": rel,
+                    "flops_per_step": flops,
+                    "torch_threads": threads,
+                    "load_average": load,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Usage (needs the registry once, never at run time):
     pip download --no-deps scanpy==1.11.5 -d /tmp/wheels
     python scripts/build_demo_data.py /tmp/wheels/scanpy-1.11.5-py3-none-any.whl
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,10 @@ def main() -> None:
     out.uns["provenance"] = {"source": f"scanpy==1.11.5 wheel, {MEMBER}", "source_sha256": digest}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out.write_h5ad(args.out, compression="gzip")
-    print(f"wrote {args.out} ({out.n_obs} cells x {out.n_vars} genes, {counts.nnz} non-zeros, "
-          f"{int(counts.sum())} UMIs), source sha256 {digest}")
+    print(
+        f"wrote {args.out} ({out.n_obs} cells x {out.n_vars} genes, {counts.nnz} non-zeros, "
+        f"{int(counts.sum())} UMIs), source sha256 {digest}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ Two choices made for 2 CPU cores: sentences of the top 50 genes (ChatCell used 1
 grows with the sentence length), and every task for every cell (`--mode all`), since 700 cells
 are few.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -51,9 +51,11 @@ def write_synthetic_drug_fixture(path: Path, n_cells: int = 240, seed: int = 0) 
     response = np.array(["sensitive", "resistant"])[rng.integers(0, 2, n_cells)]
     for row, label in enumerate(response):
         base[row, signatures[0 if label == "sensitive" else 1]] += rng.poisson(30, 25)
-    adata = ad.AnnData(X=sp.csr_matrix(base), obs=pd.DataFrame({"response": response},
-                                                              index=[f"synthetic_{i}" for i in range(n_cells)]),
-                       var=pd.DataFrame(index=genes))
+    adata = ad.AnnData(
+        X=sp.csr_matrix(base),
+        obs=pd.DataFrame({"response": response}, index=[f"synthetic_{i}" for i in range(n_cells)]),
+        var=pd.DataFrame(index=genes),
+    )
     adata.uns["note"] = "SYNTHETIC fixture for the chatcell-jax demo; not measured data"
     adata.write_h5ad(path)
     return path
@@ -69,25 +71,73 @@ def main() -> None:
     started = time.perf_counter()
     drug_file = write_synthetic_drug_fixture(out / "synthetic_drug_response.h5ad")
     print(f"wrote {drug_file} (a small SYNTHETIC drug-response fixture, clearly not real data)")
-    stage("Step 1: cell sentences and instructions (bundled PBMC cells + the synthetic drug fixture)",
-          ["prepare", "--demo", "--mode", "all", "--stratify", "--top-k", "50", "--drug-input", str(drug_file), "--drug",
-           SYNTHETIC_DRUG, "--response-key", "response", "--out", str(out / "data"), "--overwrite"])
-    stage("Step 2: vocabulary adaptation (one token per gene)",
-          ["tokenizer", "--data", str(out / "data"), "--out", str(out / "tokenizer"), "--overwrite"])
+    stage(
+        "Step 1: cell sentences and instructions (bundled PBMC cells + the synthetic drug fixture)",
+        [
+            "prepare",
+            "--demo",
+            "--mode",
+            "all",
+            "--stratify",
+            "--top-k",
+            "50",
+            "--drug-input",
+            str(drug_file),
+            "--drug",
+            SYNTHETIC_DRUG,
+            "--response-key",
+            "response",
+            "--out",
+            str(out / "data"),
+            "--overwrite",
+        ],
+    )
+    stage(
+        "Step 2: vocabulary adaptation (one token per gene)",
+        ["tokenizer", "--data", str(out / "data"), "--out", str(out / "tokenizer"), "--overwrite"],
+    )
     steps = [] if args.steps is None else ["--set", f"steps={args.steps}"]
     length = "configs/train/demo.yaml's steps" if args.steps is None else f"{args.steps} steps"
-    stage(f"Train the tiny preset ({length})",
-          ["train", "--config", "configs/train/demo.yaml", "--set", f"data={out / 'data'}",
-           "--set", f"tokenizer={out / 'tokenizer'}", "--set", f"out={out / 'run'}", *steps, "--set", "overwrite=true"])
-    stage("Evaluate on the test split (metrics, baselines, report)",
-          ["evaluate", str(out / "run"), "--data", str(out / "data"), "--split", "test", "--out",
-           str(out / "report"), "--overwrite"])
+    stage(
+        f"Train the tiny preset ({length})",
+        [
+            "train",
+            "--config",
+            "configs/train/demo.yaml",
+            "--set",
+            f"data={out / 'data'}",
+            "--set",
+            f"tokenizer={out / 'tokenizer'}",
+            "--set",
+            f"out={out / 'run'}",
+            *steps,
+            "--set",
+            "overwrite=true",
+        ],
+    )
+    stage(
+        "Evaluate on the test split (metrics, baselines, report)",
+        [
+            "evaluate",
+            str(out / "run"),
+            "--data",
+            str(out / "data"),
+            "--split",
+            "test",
+            "--out",
+            str(out / "report"),
+            "--overwrite",
+        ],
+    )
     ask_three_questions(out)
     print(f"\nDone in {time.perf_counter() - started:.0f} s. Everything is under {out}/:")
-    for name, what in [("data/", "train/valid/test.jsonl + manifest.json"), ("tokenizer/", "the HF tokenizer"),
-                       ("run/", "model/, metrics.jsonl, loss_curve.png, config.json"),
-                       ("report/", "report.md, metrics.json, figures"),
-                       ("synthetic_drug_response.h5ad", "the synthetic drug fixture")]:
+    for name, what in [
+        ("data/", "train/valid/test.jsonl + manifest.json"),
+        ("tokenizer/", "the HF tokenizer"),
+        ("run/", "model/, metrics.jsonl, loss_curve.png, config.json"),
+        ("report/", "report.md, metrics.json, figures"),
+        ("synthetic_drug_response.h5ad", "the synthetic drug fixture"),
+    ]:
         print(f"  {out / name}: {what}")
     print(f"Talk to the model: .venv/bin/chatcell chat {out / 'run'}   or   .venv/bin/chatcell web {out / 'run'}")
 

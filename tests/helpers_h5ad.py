@@ -1,4 +1,5 @@
 """Small real .h5ad files for tests, written with anndata."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,14 +10,16 @@ import pandas as pd
 import scipy.sparse as sp
 
 
-def write_h5ad(path: Path, counts, genes=None, obs: dict | None = None, layers: dict | None = None,
-               raw=None, sparse: bool = True) -> Path:
+def write_h5ad(
+    path: Path, counts, genes=None, obs: dict | None = None, layers: dict | None = None, raw=None, sparse: bool = True
+) -> Path:
     counts = np.asarray(counts, dtype=np.float32)
     n_cells, n_genes = counts.shape
     genes = genes if genes is not None else [f"Gene{i}" for i in range(n_genes)]
     frame = pd.DataFrame(obs or {}, index=[f"cell{i}" for i in range(n_cells)])
-    adata = ad.AnnData(X=sp.csr_matrix(counts) if sparse else counts, obs=frame,
-                       var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
+    adata = ad.AnnData(
+        X=sp.csr_matrix(counts) if sparse else counts, obs=frame, var=pd.DataFrame(index=pd.Index(genes, dtype=str))
+    )
     for name, values in (layers or {}).items():
         adata.layers[name] = sp.csr_matrix(np.asarray(values, dtype=np.float32))
     if raw is not None:

@@ -1,4 +1,5 @@
 """Shared pieces of the training tests: a small prepared dataset + tokenizer, subprocess runs."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # Small shapes everywhere: compile time dominates on 2 CPU cores.
-SMALL = ["max_source_length=96", "max_target_length=48", "bucket_multiple=48", "log_every=1", "tensorboard=false",
-         "data_threads=1"]
+SMALL = [
+    "max_source_length=96",
+    "max_target_length=48",
+    "bucket_multiple=48",
+    "log_every=1",
+    "tensorboard=false",
+    "data_threads=1",
+]
 
 
 def prepare(root: Path, top_k: int = 30) -> tuple[Path, Path]:
@@ -37,9 +44,13 @@ def cli_env(devices: int, cache_dir: Path) -> dict:
     """Environment for a `chatcell` subprocess with `devices` fake CPU devices and a shared
     compilation cache (several processes compile the same step)."""
     env = dict(os.environ)
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-               JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               PYTHONPATH=str(REPO))
+    env.update(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        PYTHONPATH=str(REPO),
+    )
     return env
 
 

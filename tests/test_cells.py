@@ -1,10 +1,11 @@
 """Cell sentences: the ranking recipe on matrices small enough to check by hand."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from chatcell_jax.singlecell import cells
 from chatcell_jax.errors import InputError
+from chatcell_jax.singlecell import cells
 
 GENES = np.array(["cd3e", "Ms4a1", "LYZ", "nkg7", "GNLY"])
 TOY = np.array(
@@ -36,8 +37,11 @@ def test_tie_break_does_not_depend_on_chunking():
     counts = rng.integers(0, 3, size=(40, 30)).astype(float)  # many ties
     genes = np.array([f"G{i}" for i in range(30)])
     whole = cells.cell_sentences(counts, genes, seed=3)
-    pieces = [s for start in range(0, 40, 7)
-              for s in cells.cell_sentences(counts[start:start + 7], genes, seed=3, first_row=start)]
+    pieces = [
+        s
+        for start in range(0, 40, 7)
+        for s in cells.cell_sentences(counts[start : start + 7], genes, seed=3, first_row=start)
+    ]
     assert whole == pieces
 
 

@@ -1,8 +1,10 @@
 """`chatcell prepare` through the real command line entry point."""
+
 import json
 
-from chatcell_jax.cli import main
 from helpers_h5ad import random_counts, write_h5ad
+
+from chatcell_jax.cli import main
 
 
 def test_demo_command(tmp_path, capsys):
@@ -23,8 +25,19 @@ def test_errors_are_one_line_with_exit_2(tmp_path, capsys):
 
 def test_drug_command(tmp_path):
     path = write_h5ad(tmp_path / "d.h5ad", random_counts(20, 30) + 0.5, obs={"cluster": ["Holiday", "Resistant"] * 10})
-    args = ["prepare", str(path), "--out", str(tmp_path / "o"), "--no-progress", "--drug", "Cisplatin",
-            "--response-key", "cluster", "--response-map", "Holiday=sensitive"]
+    args = [
+        "prepare",
+        str(path),
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+        "--drug",
+        "Cisplatin",
+        "--response-key",
+        "cluster",
+        "--response-map",
+        "Holiday=sensitive",
+    ]
     assert main(args) == 0
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert sum(manifest["counts"]["total"].values()) == 20
@@ -33,8 +46,10 @@ def test_drug_command(tmp_path):
 def test_chatcell_json_command_summarises_without_an_inverse_fit(tmp_path, capsys):
     """The published ChatCell-Instructions layout has no expression matrix, so no inverse transform."""
     genes = " ".join(f"GENE{i}" for i in range(12))
-    items = [{"source": f"Which cell type is this? {genes}", "target": "B cell"},
-             {"source": "Generate the top 12 genes of a cell.", "target": genes}]
+    items = [
+        {"source": f"Which cell type is this? {genes}", "target": "B cell"},
+        {"source": "Generate the top 12 genes of a cell.", "target": genes},
+    ]
     src = tmp_path / "chatcell"
     src.mkdir()
     for split in ("train", "valid", "test"):

@@ -1,10 +1,11 @@
 """The run config: YAML + --set overrides, typed; unknown keys and bad values are named errors."""
+
 from pathlib import Path
 
 import pytest
 
-from chatcell_jax.train.config import TrainConfig, load_config, read_saved_config, save_config
 from chatcell_jax.errors import InputError
+from chatcell_jax.train.config import TrainConfig, load_config, read_saved_config, save_config
 
 REQUIRED = ["data=d", "tokenizer=t"]
 
@@ -19,14 +20,28 @@ def test_yaml_then_overrides_with_types(tmp_path):
     assert load_config(None, REQUIRED + ["mesh=[-1,1,2]"]).mesh == [-1, 1, 2]
 
 
-@pytest.mark.parametrize("override, named", [
-    ("stepz=3", "stepz"), ("steps=three", "steps"), ("steps=1.5", "steps"), ("learning_rate=fast", "learning_rate"),
-    ("optimizer=sgd", "optimizer"), ("mesh=[2,2]", "mesh"), ("mesh=[-1,-1,2]", "mesh"), ("batch_size=0", "batch_size"),
-    ("dropout_rate=1.5", "dropout_rate"), ("overwrite=maybe", "overwrite"), ("padding=tight", "padding"),
-    ("loss_normalization=sequence", "loss_normalization"), ("task_sampling=balanced", "task_sampling"),
-    ("task_sampling={annotaton: 2}", "annotaton"), ("task_weights={annotation: -1}", "task_weights"),
-    ("task_weights=[1, 2]", "task_weights"), ("decoder_input_dropout=1", "decoder_input_dropout"),
-])
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("stepz=3", "stepz"),
+        ("steps=three", "steps"),
+        ("steps=1.5", "steps"),
+        ("learning_rate=fast", "learning_rate"),
+        ("optimizer=sgd", "optimizer"),
+        ("mesh=[2,2]", "mesh"),
+        ("mesh=[-1,-1,2]", "mesh"),
+        ("batch_size=0", "batch_size"),
+        ("dropout_rate=1.5", "dropout_rate"),
+        ("overwrite=maybe", "overwrite"),
+        ("padding=tight", "padding"),
+        ("loss_normalization=sequence", "loss_normalization"),
+        ("task_sampling=balanced", "task_sampling"),
+        ("task_sampling={annotaton: 2}", "annotaton"),
+        ("task_weights={annotation: -1}", "task_weights"),
+        ("task_weights=[1, 2]", "task_weights"),
+        ("decoder_input_dropout=1", "decoder_input_dropout"),
+    ],
+)
 def test_bad_keys_and_values_are_named(override, named):
     with pytest.raises(InputError, match=named):
         load_config(None, REQUIRED + [override])
@@ -63,8 +78,15 @@ def test_every_shipped_train_config_loads():
 
 
 def test_task_maps_parse_from_set_and_yaml(tmp_path):
-    config = load_config(None, REQUIRED + ["task_sampling={annotation: 4, drug_sensitivity: 1}",
-                                           "task_weights={annotation: 2}", "loss_normalization=tasks"])
+    config = load_config(
+        None,
+        REQUIRED
+        + [
+            "task_sampling={annotation: 4, drug_sensitivity: 1}",
+            "task_weights={annotation: 2}",
+            "loss_normalization=tasks",
+        ],
+    )
     assert config.task_sampling == {"annotation": 4.0, "drug_sensitivity": 1.0}
     assert config.task_weight_vector() == (1.0, 1.0, 2.0, 1.0, 1.0)  # random, pseudo, annotation, drug, other
     assert load_config(None, REQUIRED + ["task_sampling=uniform"]).task_sampling == "uniform"

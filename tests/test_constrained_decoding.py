@@ -5,22 +5,28 @@ random T5 with the real tokenizer of the bundled cells (which, decoding freely, 
 writes non-genes: checked, so the constrained checks can fail) every search gives valid, distinct,
 exactly-N gene lists, sharded or not.
 """
+
 import dataclasses
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
-from chatcell_jax.singlecell import manifest as manifest_lib
-from chatcell_jax.serve.decoding import (CHATCELL_SAMPLING, GenerationConfig, exactly_distinct, generate, row_keys,
-                                   sample_or_greedy)
-from chatcell_jax.errors import InputError
-from chatcell_jax.serve.generation import GeneConstraint, Generator, single_token_genes
 from helpers_model import config as model_config
 from helpers_train import prepare
+
+from chatcell_jax.errors import InputError
+from chatcell_jax.serve.decoding import (
+    CHATCELL_SAMPLING,
+    GenerationConfig,
+    exactly_distinct,
+    generate,
+    row_keys,
+    sample_or_greedy,
+)
+from chatcell_jax.serve.generation import GeneConstraint, Generator, single_token_genes
+from chatcell_jax.singlecell import manifest as manifest_lib
 
 V, EOS = 40, 1
 
@@ -47,7 +53,8 @@ def test_constrained_greedy_is_the_masked_argmax_chain():
     step, table = toy_step()
     n = 6
     out = jax.jit(lambda a: sample_or_greedy(step, None, 1, exactly_distinct(GenerationConfig(), n), allowed=a))(
-        jnp.asarray(ALLOWED))
+        jnp.asarray(ALLOWED)
+    )
     token, used, expected, score = 0, set(), [0], 0.0
     for t in range(n + 1):
         ok = ALLOWED.copy() if t < n else np.arange(V) == EOS
@@ -63,8 +70,10 @@ def test_constrained_greedy_is_the_masked_argmax_chain():
     assert len(set(np.asarray(free.sequences[0, 0, 1:]).tolist())) < n  # unconstrained, it repeats
 
 
-@pytest.mark.parametrize("settings", [dict(), dict(num_beams=4, num_return_sequences=4),
-                                      dict(do_sample=True, top_k=5), dict(do_sample=True, top_p=0.9)])
+@pytest.mark.parametrize(
+    "settings",
+    [dict(), dict(num_beams=4, num_return_sequences=4), dict(do_sample=True, top_k=5), dict(do_sample=True, top_p=0.9)],
+)
 @pytest.mark.parametrize("n", [1, 5, 12])
 def test_toy_searches_emit_exactly_n_distinct_allowed_tokens(settings, n):
     step, _ = toy_step(1)
@@ -72,7 +81,8 @@ def test_toy_searches_emit_exactly_n_distinct_allowed_tokens(settings, n):
     assert (cfg.max_new_tokens, cfg.min_new_tokens, cfg.no_repeat_ngram_size) == (n + 1, 0, 0)
     beams = cfg.num_beams if not cfg.do_sample else 1
     out = jax.jit(lambda a: generate(step, jnp.zeros(16 * beams), 16, cfg, row_keys(0, jnp.arange(16)), allowed=a))(
-        jnp.asarray(ALLOWED))
+        jnp.asarray(ALLOWED)
+    )
     seqs = np.asarray(out.sequences)
     assert seqs.shape[1:] == (cfg.num_return_sequences if beams > 1 else 1, n + 2)
     for row in seqs.reshape(-1, n + 2):
@@ -102,8 +112,9 @@ def test_constrained_beam_candidates_match_the_plain_route(vocab):
         banned = (used | eos) if ban_eos else ~eos
         plain = jnp.where(banned, -jnp.inf, jax.nn.log_softmax(logits, axis=-1)) + running.reshape(-1, 1)
         want = _top_k_barrier(plain.reshape(B, -1), k)
-        got = jax.jit(_beam_candidates, static_argnums=(4, 5))(logits, sequences, jnp.int32(cur_len), running, cfg, k,
-                                                              jnp.asarray(used))
+        got = jax.jit(_beam_candidates, static_argnums=(4, 5))(
+            logits, sequences, jnp.int32(cur_len), running, cfg, k, jnp.asarray(used)
+        )
         finite = np.isfinite(np.asarray(want[0]))
         np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
         np.testing.assert_array_equal(np.asarray(got[1])[finite], np.asarray(want[1])[finite])
@@ -137,10 +148,19 @@ def setup(tmp_path_factory):
     return generator, manifest, generator.gene_vocabulary(manifest)
 
 
-PROMPTS = ["Generate the top 30 genes of a CD14+ Monocyte cell.", "Generate 30 genes of a random cell.",
-           "CD74 HLA-DRA LYZ", "Which genes would a CD19+ B cell express first?", "x"]
-SEARCHES = {"greedy": GenerationConfig(), "beam": GenerationConfig(num_beams=4),
-            "beam-3-returned": GenerationConfig(num_beams=4, num_return_sequences=3), "sample": CHATCELL_SAMPLING}
+PROMPTS = [
+    "Generate the top 30 genes of a CD14+ Monocyte cell.",
+    "Generate 30 genes of a random cell.",
+    "CD74 HLA-DRA LYZ",
+    "Which genes would a CD19+ B cell express first?",
+    "x",
+]
+SEARCHES = {
+    "greedy": GenerationConfig(),
+    "beam": GenerationConfig(num_beams=4),
+    "beam-3-returned": GenerationConfig(num_beams=4, num_return_sequences=3),
+    "sample": CHATCELL_SAMPLING,
+}
 
 
 def check_genes(answers, vocabulary, manifest, n: int, eos: int = 1) -> None:
@@ -149,7 +169,7 @@ def check_genes(answers, vocabulary, manifest, n: int, eos: int = 1) -> None:
         for answer in options:
             genes = answer.text.split()
             assert len(genes) == n and len(set(genes)) == n and set(genes) <= set(vocabulary.genes) <= known
-            assert answer.token_ids[n + 1] == eos and eos not in answer.token_ids[1: n + 1]
+            assert answer.token_ids[n + 1] == eos and eos not in answer.token_ids[1 : n + 1]
             assert np.isfinite(answer.score)
 
 
@@ -199,8 +219,13 @@ def test_eight_devices_answer_as_one(setup, search):
 
     generator, manifest, vocabulary = setup
     mesh = make_mesh((8, 1, 1), jax.devices()[:8])
-    sharded = Generator(generator.config, shard_params(generator.params, generator.config, mesh), generator.tokenizer,
-                        batch_size=8, mesh=mesh)
+    sharded = Generator(
+        generator.config,
+        shard_params(generator.params, generator.config, mesh),
+        generator.tokenizer,
+        batch_size=8,
+        mesh=mesh,
+    )
     single = Generator(generator.config, generator.params, generator.tokenizer, batch_size=8)
     constraint = GeneConstraint(vocabulary, 12)
     a = single.generate(PROMPTS * 2, SEARCHES[search], constraint=constraint)
@@ -301,14 +326,22 @@ def test_generate_cells_is_constrained_by_default(setup, tmp_path):
 
     generator, manifest, vocabulary = setup
     n = manifest.top_k
-    summary = generate_cells(generator, manifest, tmp_path / "genes.h5ad", n_cells=3, cell_type="CD14+ Monocyte",
-                             cfg=CHATCELL_SAMPLING)
+    summary = generate_cells(
+        generator, manifest, tmp_path / "genes.h5ad", n_cells=3, cell_type="CD14+ Monocyte", cfg=CHATCELL_SAMPLING
+    )
     cells = ad.read_h5ad(tmp_path / "genes.h5ad")
     assert summary["unknown_words"] == 0 and cells.uns["chatcell_generation"]["decoding"] == "genes"
     assert all(is_gene_list(s, vocabulary.genes, n) for s in cells.obs["sentence"])
     assert ((np.asarray(cells.X) > 0).sum(axis=1) == n).all()  # N distinct genes: N expressed genes
-    free = generate_cells(generator, manifest, tmp_path / "free.h5ad", n_cells=3, cell_type="CD14+ Monocyte",
-                          cfg=dataclasses.replace(CHATCELL_SAMPLING, max_new_tokens=n + 16), free=True)
+    free = generate_cells(
+        generator,
+        manifest,
+        tmp_path / "free.h5ad",
+        n_cells=3,
+        cell_type="CD14+ Monocyte",
+        cfg=dataclasses.replace(CHATCELL_SAMPLING, max_new_tokens=n + 16),
+        free=True,
+    )
     sentences = ad.read_h5ad(tmp_path / "free.h5ad").obs["sentence"]
     assert free["unknown_words"] > 0 or not all(is_gene_list(s, vocabulary.genes, n) for s in sentences)
 
@@ -329,8 +362,9 @@ def test_evaluate_skips_gene_answers_a_tokenizer_cannot_spell(setup, caplog):
 
     generator, manifest, vocabulary = setup
     records = [{"task": "random_generation", "source": PROMPTS[1]}, {"task": "annotation", "source": PROMPTS[2]}]
-    _add_gene_answers(generator, records, {"dataset_genes": ["NOT-A-GENE-1"], "top_k": 5}, CHATCELL_SAMPLING, 0,
-                      False, False)
+    _add_gene_answers(
+        generator, records, {"dataset_genes": ["NOT-A-GENE-1"], "top_k": 5}, CHATCELL_SAMPLING, 0, False, False
+    )
     assert "one token per gene" in caplog.text and not any("output_genes" in r for r in records)
     _add_gene_answers(generator, records, manifest, CHATCELL_SAMPLING, 0, False, False)
     assert is_gene_list(records[0]["output_genes"], vocabulary.genes, manifest.top_k)

@@ -1,15 +1,16 @@
 """The grain pipeline: truncation counted, per-epoch shuffles, buckets, exact iterator state, filler rows."""
+
 import json
 
 import jax
 import numpy as np
 import pytest
+from helpers_train import prepare
 from transformers import AutoTokenizer
 
-from chatcell_jax.train import data as D
 from chatcell_jax.errors import InputError
 from chatcell_jax.model.sharding import batch_sharding, make_mesh
-from helpers_train import prepare
+from chatcell_jax.train import data as D
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,9 @@ def test_epochs_are_fresh_permutations_of_the_split(setup):
     data, tok = setup
     records = [{"source": f"s {i}", "target": "t"} for i in range(12)]
     sh = batch_sharding(make_mesh((1, 1, 1), jax.devices()[:1]))
-    order = lambda seed: [tuple(r) for b in _indices(D.train_batches(records, tok, sh, 4, D.Shapes(8, 8), seed), 6)
-                          for r in b]
+    order = lambda seed: [
+        tuple(r) for b in _indices(D.train_batches(records, tok, sh, 4, D.Shapes(8, 8), seed), 6) for r in b
+    ]
     first = order(0)
     epochs = [first[:12], first[12:]]
     assert all(len(set(e)) == 12 for e in epochs)  # each epoch: every example once
@@ -37,7 +39,10 @@ def test_epochs_are_fresh_permutations_of_the_split(setup):
 
 def test_truncation_keeps_eos_and_is_counted(setup):
     _, tok = setup
-    records = [{"source": " ".join(["CD74"] * 50), "target": " ".join(["FTL"] * 20)}, {"source": "CD74", "target": "FTL"}]
+    records = [
+        {"source": " ".join(["CD74"] * 50), "target": " ".join(["FTL"] * 20)},
+        {"source": "CD74", "target": "FTL"},
+    ]
     rows = D.TokenizeRows(records, tok, D.Shapes(16, 8))(np.array([0, 1, -1]))
     assert int(rows["truncated"]) == 1 and int(rows["examples"]) == 2
     assert rows["input_ids"][0, 15] == tok.eos_token_id and rows["labels"][0, 7] == tok.eos_token_id

@@ -5,8 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chatcell_jax.serve.decoding import (GenerationConfig, _warp, banned_ngram_mask, beam_search, generate, row_keys,
-                                   sample_or_greedy)
+from chatcell_jax.serve.decoding import (
+    GenerationConfig,
+    _warp,
+    banned_ngram_mask,
+    beam_search,
+    generate,
+    row_keys,
+    sample_or_greedy,
+)
 
 V = 11
 
@@ -34,7 +41,7 @@ def test_greedy_follows_the_argmax_chain():
             break
     got = np.asarray(out.sequences[0, 0, : len(expected)]).tolist()
     assert got == expected
-    assert np.all(np.asarray(out.sequences[0, 0, len(expected):]) == 1)  # EOS-padded after the end
+    assert np.all(np.asarray(out.sequences[0, 0, len(expected) :]) == 1)  # EOS-padded after the end
 
 
 def test_num_beams_1_is_greedy():
@@ -47,8 +54,8 @@ def test_num_beams_1_is_greedy():
 def brute_force_banned(seq: list[int], n: int) -> set[int]:
     if len(seq) + 1 < n:
         return set()
-    prefix = tuple(seq[len(seq) - n + 1:])
-    return {seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i:i + n - 1]) == prefix}
+    prefix = tuple(seq[len(seq) - n + 1 :])
+    return {seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i : i + n - 1]) == prefix}
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -112,8 +119,9 @@ def test_beam_search_beats_or_ties_greedy_without_length_penalty():
     for seed in range(5):
         step, *_ = markov_step(seed)
         greedy = sample_or_greedy(step, None, 1, GenerationConfig(max_new_tokens=6))
-        beam = beam_search(step, jnp.zeros((8,)), 1, GenerationConfig(max_new_tokens=6, num_beams=8,
-                                                                      length_penalty=0.0))
+        beam = beam_search(
+            step, jnp.zeros((8,)), 1, GenerationConfig(max_new_tokens=6, num_beams=8, length_penalty=0.0)
+        )
         assert float(beam.scores[0, 0]) >= float(greedy.scores[0, 0]) - 1e-5
 
 
@@ -161,8 +169,9 @@ def test_beam_candidates_match_log_softmax_plus_scores_then_top_k(vocab, process
     logits = jnp.asarray(np.round(rng.normal(size=(B * K, vocab)) * 4) / 4, jnp.float32)  # many ties
     running = jnp.asarray(np.round(rng.normal(size=(B, K))), jnp.float32)
     sequences = jnp.asarray(rng.integers(2, 6, size=(B * K, 12)), jnp.int32)  # repeats: banned bigrams
-    cfg = GenerationConfig(max_new_tokens=11, num_beams=K, min_new_tokens=5 * processors,
-                           no_repeat_ngram_size=2 * processors)
+    cfg = GenerationConfig(
+        max_new_tokens=11, num_beams=K, min_new_tokens=5 * processors, no_repeat_ngram_size=2 * processors
+    )
     cur_len = jnp.int32(6)
     plain = _process(jax.nn.log_softmax(logits, axis=-1), sequences, cur_len, cfg) + running.reshape(-1, 1)
     want = _top_k_barrier(plain.reshape(B, -1), k)

@@ -1,4 +1,5 @@
 """The bundled PBMC cells are the scanpy cells with their integer counts recovered exactly."""
+
 import anndata as ad
 import numpy as np
 

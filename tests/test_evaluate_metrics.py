@@ -1,16 +1,27 @@
 """Answer-level metrics with known answers: classification against scikit-learn, sentence checks."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from chatcell_jax.evaluate.metrics import (classification_metrics, confusion_matrix, normalise_answer,
-                                           sentence_metrics)
+from chatcell_jax.evaluate.metrics import classification_metrics, confusion_matrix, normalise_answer, sentence_metrics
 
 LABELS = ["T cell", "B cell", "NK cell", "Monocyte"]
 # Hand-made: unbalanced classes, a class never predicted (Monocyte), a malformed answer, and answers
 # that differ from the labels only by case and whitespace.
 TRUTH = ["T cell", "T cell", "T cell", "T cell", "B cell", "B cell", "NK cell", "NK cell", "NK cell", "Monocyte"]
-PRED = [" t cell", "T CELL", "B cell", "NK cell", "B cell", "T cell", "NK cell", "nk cell\n", "I think a T cell", "B cell"]
+PRED = [
+    " t cell",
+    "T CELL",
+    "B cell",
+    "NK cell",
+    "B cell",
+    "T cell",
+    "NK cell",
+    "nk cell\n",
+    "I think a T cell",
+    "B cell",
+]
 
 
 def test_normalise_answer_strips_and_lowercases():
@@ -23,12 +34,16 @@ def test_classification_matches_sklearn_weighted_on_hand_made_case():
     p = [normalise_answer(x) for x in PRED]
     assert ours["accuracy"] == pytest.approx(100 * accuracy_score(t, p))
     assert ours["accuracy"] == pytest.approx(50.0)  # 2 T + 1 B + 2 NK + 0 Monocyte of 10
-    for key, fn in [("precision_weighted", precision_score), ("recall_weighted", recall_score),
-                    ("f1_weighted", f1_score)]:
+    for key, fn in [
+        ("precision_weighted", precision_score),
+        ("recall_weighted", recall_score),
+        ("f1_weighted", f1_score),
+    ]:
         assert ours[key] == pytest.approx(100 * fn(t, p, average="weighted", zero_division=0)), key
     # Macro F1 is over the classes of the true answers (malformed strings are no class of their own).
-    assert ours["f1_macro"] == pytest.approx(100 * f1_score(t, p, average="macro", labels=sorted(set(t)),
-                                                            zero_division=0))
+    assert ours["f1_macro"] == pytest.approx(
+        100 * f1_score(t, p, average="macro", labels=sorted(set(t)), zero_division=0)
+    )
 
 
 def test_malformed_share_counts_answers_outside_the_labels():

@@ -1,4 +1,5 @@
 """k-NN quality / discriminability and distribution distances with known answers."""
+
 import numpy as np
 import pytest
 from scipy import linalg
@@ -10,8 +11,9 @@ from chatcell_jax.singlecell.inverse import InverseFit
 
 TYPES = ["alpha", "beta", "gamma", "delta"]
 GENES = [f"G{i}" for i in range(400)]
-FIT = InverseFit(slope=-0.7, intercept=2.8, r_squared=0.9, pearson_r=-0.95, spearman_r=-0.9, n_points=1,
-                 spearman_sample=1)
+FIT = InverseFit(
+    slope=-0.7, intercept=2.8, r_squared=0.9, pearson_r=-0.95, spearman_r=-0.9, n_points=1, spearman_sample=1
+)
 
 
 def typed_sentences(n_per_type: int, seed: int, n_genes: int = 30) -> tuple[list[str], list[str]]:
@@ -19,7 +21,7 @@ def typed_sentences(n_per_type: int, seed: int, n_genes: int = 30) -> tuple[list
     rng = np.random.default_rng(seed)
     sentences, labels = [], []
     for t, name in enumerate(TYPES):
-        pool = GENES[100 * t: 100 * t + 40]
+        pool = GENES[100 * t : 100 * t + 40]
         for _ in range(n_per_type):
             sentences.append(" ".join(rng.permutation(pool)[:n_genes]))
             labels.append(name)
@@ -67,8 +69,9 @@ def test_levenshtein_distances_are_character_level():
 def _run(outputs, requested, reference_sentences, reference_labels):
     space = Space(GENES, FIT, 30)
     own = CellSet([f"own{i}" for i in range(len(outputs))], list(requested), list(outputs))
-    reference = CellSet([f"ref{i}" for i in range(len(reference_sentences))], list(reference_labels),
-                        list(reference_sentences))
+    reference = CellSet(
+        [f"ref{i}" for i in range(len(reference_sentences))], list(reference_labels), list(reference_sentences)
+    )
     result, _ = pseudo_cells(outputs, requested, own, reference, None, space)
     return result["knn"]
 
@@ -97,8 +100,10 @@ def test_labels_shuffled_against_cells_give_chance_level_knn():
         assert honest[name]["model"]["10"]["quality"] == 100.0
         # Cells of one type share their neighbours, so one shuffle moves whole types at once:
         # average over many shuffles. Four types: chance is 25 %.
-        qualities = [neighbours.knn_scores(to_reference, rng.permutation(labels), among, requested, 10)["quality"]
-                     for _ in range(40)]
+        qualities = [
+            neighbours.knn_scores(to_reference, rng.permutation(labels), among, requested, 10)["quality"]
+            for _ in range(40)
+        ]
         assert 15.0 < np.mean(qualities) < 35.0, name
 
 

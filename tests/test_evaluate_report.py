@@ -1,4 +1,5 @@
 """End to end on the bundled PBMC cells: predictions file -> `chatcell evaluate` -> report and figures."""
+
 import json
 import sys
 from pathlib import Path
@@ -54,20 +55,28 @@ def cli_report(data, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("report")
     run = base / "run"
     run.mkdir()
-    write_jsonl(run / "metrics.jsonl", [{"step": s, "loss": 5.0 / (1 + s)} for s in range(0, 100, 10)]
-                + [{"step": 50, "valid_loss": 1.5}, {"step": 90, "valid_loss": 1.2}, {"note": "no numbers"}])
+    write_jsonl(
+        run / "metrics.jsonl",
+        [{"step": s, "loss": 5.0 / (1 + s)} for s in range(0, 100, 10)]
+        + [{"step": 50, "valid_loss": 1.5}, {"step": 90, "valid_loss": 1.2}, {"note": "no numbers"}],
+    )
     predictions = write_jsonl(base / "predictions.jsonl", noisy_predictions(data))
     out = base / "report"
-    code = main(["evaluate", "--data", str(data), "--predictions", str(predictions), "--out", str(out),
-                 "--run-dir", str(run)])
+    code = main(
+        ["evaluate", "--data", str(data), "--predictions", str(predictions), "--out", str(out), "--run-dir", str(run)]
+    )
     assert code == 0
     return out
 
 
 def test_report_renders_every_figure_as_a_png(cli_report):
     metrics = json.loads((cli_report / "metrics.json").read_text())
-    expected = {"figures/confusion_annotation.png", "figures/pca_pseudo_cells.png", "figures/task_accuracy.png",
-                "figures/training_curve.png"}
+    expected = {
+        "figures/confusion_annotation.png",
+        "figures/pca_pseudo_cells.png",
+        "figures/task_accuracy.png",
+        "figures/training_curve.png",
+    }
     assert set(metrics["figures"]) == expected
     for relative in expected:
         blob = (cli_report / relative).read_bytes()
@@ -166,8 +175,10 @@ def test_gene_constrained_answers_are_reported_next_to_the_free_ones(data, tmp_p
     assert "| expression | model_constrained |" in markdown and "valid, unique and of length N" in markdown
     assert "model (constrained)" in report_module.headline_groups(metrics["tasks"])["random generation\nvalidity"]
     # scored only when every record of the task has one
-    partial = [dict(p, output_genes="CD74") if p["task"] == "random_generation" and i % 2 else p
-               for i, p in enumerate(noisy_predictions(data))]
+    partial = [
+        dict(p, output_genes="CD74") if p["task"] == "random_generation" and i % 2 else p
+        for i, p in enumerate(noisy_predictions(data))
+    ]
     metrics = evaluate_predictions(data, "test", partial, tmp_path / "partial")
     assert "model_constrained" not in metrics["tasks"]["random_generation"]
     with pytest.raises(InputError, match="output_genes"):
@@ -178,14 +189,18 @@ def test_the_report_says_how_the_constrained_pseudo_cells_were_drawn(data, tmp_p
     """Records with `candidates` and `type_probability` (as `chatcell evaluate` writes them): the
     pseudo-cell section states the draw, K and the model's mean probability of the requested type."""
     top_k = manifest_lib.load(data).top_k
-    predictions = [dict(p, candidates=16, type_probability=0.25 + 0.5 * (i % 2))
-                   if p["task"] == "pseudo_cell_generation" else p
-                   for i, p in enumerate(with_gene_answers(noisy_predictions(data), top_k))]
+    predictions = [
+        dict(p, candidates=16, type_probability=0.25 + 0.5 * (i % 2)) if p["task"] == "pseudo_cell_generation" else p
+        for i, p in enumerate(with_gene_answers(noisy_predictions(data), top_k))
+    ]
     probabilities = [p["type_probability"] for p in predictions if p["task"] == "pseudo_cell_generation"]
     metrics = evaluate_predictions(data, "test", predictions, tmp_path / "r")
     draw = metrics["tasks"]["pseudo_cell_generation"]["constrained_draw"]
-    assert draw == {"candidates": 16, "n_scored": len(probabilities),
-                    "mean_type_probability": pytest.approx(np.mean(probabilities))}
+    assert draw == {
+        "candidates": 16,
+        "n_scored": len(probabilities),
+        "mean_type_probability": pytest.approx(np.mean(probabilities)),
+    }
     markdown = (tmp_path / "r" / "report.md").read_text()
     assert "each the best of 16 samples by the model's own annotation" in markdown
     assert f"on average {100 * draw['mean_type_probability']:.1f} %" in markdown
@@ -248,8 +263,19 @@ def test_evaluate_runs_a_trained_model_end_to_end(trained_run, tmp_path):
     """The model path: a briefly trained tiny model answers the split, label scoring included."""
     run_dir, data_dir = trained_run
     out, saved = tmp_path / "report", tmp_path / "answers.jsonl"
-    code = main(["evaluate", str(run_dir), "--data", str(data_dir), "--out", str(out), "--save-predictions",
-                 str(saved), "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(run_dir),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--save-predictions",
+            str(saved),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     n_test = len(load_split(data_dir, "test"))

@@ -1,5 +1,6 @@
 """Hugging Face interop: parity with transformers' T5ForConditionalGeneration (torch tests skip
 without torch), the model directory, round trips, bad input, atomic writes and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,8 @@ from flax import nnx
 from chatcell_jax.cli import main
 from chatcell_jax.errors import InputError
 from chatcell_jax.hf.convert import export_hf, import_hf, save_hf
-from chatcell_jax.model.directory import load_model, save_model
-from chatcell_jax.hf import files as hf_files
 from chatcell_jax.model import T5, count_params
+from chatcell_jax.model.directory import load_model, save_model
 from chatcell_jax.model.params import flatten, unflatten
 from tests.helpers_model import V10, V11, VOCAB, batch, config, logits
 
@@ -32,7 +32,8 @@ def hf_model(kind: str, seed: int = 0):
     scales so that a swapped or dropped norm shows. kind: "v1.0"; "v1.1" (own lm_head, no rescale);
     "v1.1-shared-head" (transformers 5's fresh v1.1: head tied to `shared` but not rescaled)."""
     torch = pytest.importorskip("torch")
-    from transformers import T5Config as HFConfig, T5ForConditionalGeneration
+    from transformers import T5Config as HFConfig
+    from transformers import T5ForConditionalGeneration
 
     torch.manual_seed(seed)
     fields = dict(V10 if kind == "v1.0" else V11)
@@ -51,8 +52,9 @@ def hf_logits(model, b) -> np.ndarray:
 
     ids, mask, dec, dec_mask = (torch.as_tensor(a, dtype=torch.long) for a in b)
     with torch.no_grad():
-        return model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec,
-                     decoder_attention_mask=dec_mask).logits.numpy()
+        return model(
+            input_ids=ids, attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask
+        ).logits.numpy()
 
 
 def our_logits(model: T5, b) -> np.ndarray:
@@ -79,8 +81,9 @@ def make_tokenizer(directory: Path) -> None:
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"▁{w}", -1.0) for w in ("cd4", "cell", "gene", "b")]
     tok = Tokenizer(models.Unigram(pieces, unk_id=2))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-                    extra_ids=0).save_pretrained(str(directory))
+    T5TokenizerFast(
+        tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0
+    ).save_pretrained(str(directory))
 
 
 class _Captured(logging.Handler):
@@ -143,8 +146,11 @@ def test_export_loads_in_transformers_without_weight_warnings(tmp_path, kind):
     assert load_file(str(tmp_path / "hf" / "model.safetensors"))["shared.weight"].shape == (VOCAB, 32)
     hf, info, messages = load_in_transformers(tmp_path / "hf")
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    bad = [m for m in messages if any(w in m.lower() for w in ("missing", "unexpected", "newly initialized",
-                                                                 "not used", "mismatch"))]
+    bad = [
+        m
+        for m in messages
+        if any(w in m.lower() for w in ("missing", "unexpected", "newly initialized", "not used", "mismatch"))
+    ]
     assert not bad, bad
     assert (hf.lm_head.weight.data_ptr() == hf.shared.weight.data_ptr()) == (kind == "v1.0")
     assert hf.config.scale_decoder_outputs == (kind == "v1.0")
@@ -207,14 +213,21 @@ def test_import_export_import_is_bit_exact(tmp_path, kind):
     import_hf(tmp_path / "hf2", tmp_path / "b")
     for name in ("config.json", "generation_config.json"):
         assert (tmp_path / "hf1" / name).read_text() == (tmp_path / "hf2" / name).read_text()
-    one, two = load_file(str(tmp_path / "hf1" / "model.safetensors")), load_file(str(tmp_path / "hf2" / "model.safetensors"))
+    one, two = (
+        load_file(str(tmp_path / "hf1" / "model.safetensors")),
+        load_file(str(tmp_path / "hf2" / "model.safetensors")),
+    )
     assert one.keys() == two.keys()
     for k in one:
         np.testing.assert_array_equal(one[k], two[k])
-    pa, pb = load_file(str(tmp_path / "a" / "params.safetensors")), load_file(str(tmp_path / "b" / "params.safetensors"))
+    pa, pb = (
+        load_file(str(tmp_path / "a" / "params.safetensors")),
+        load_file(str(tmp_path / "b" / "params.safetensors")),
+    )
     assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
-    assert json.loads((tmp_path / "a" / "model_config.json").read_text()) == \
-        json.loads((tmp_path / "b" / "model_config.json").read_text())
+    assert json.loads((tmp_path / "a" / "model_config.json").read_text()) == json.loads(
+        (tmp_path / "b" / "model_config.json").read_text()
+    )
 
 
 def test_saved_model_directory_reloads_identically(tmp_path):

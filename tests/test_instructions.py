@@ -1,15 +1,16 @@
 """`prepare_dataset` end to end on real .h5ad files: splits, manifest, drug task, bad input."""
+
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from chatcell_jax.singlecell import prepare as ins
-from chatcell_jax.errors import InputError
-from chatcell_jax.singlecell.records import read_jsonl
 from helpers_h5ad import random_counts, write_h5ad
+
+from chatcell_jax.errors import InputError
+from chatcell_jax.singlecell import prepare as ins
+from chatcell_jax.singlecell.records import read_jsonl
 
 
 def records(out: Path) -> dict[str, list[dict]]:
@@ -94,7 +95,9 @@ def test_drug_task_with_response_map(tmp_path):
     path = write_h5ad(tmp_path / "drug.h5ad", counts, obs={"cluster": response})
     out = tmp_path / "drug"
     manifest = ins.prepare_dataset(
-        out, drug_input=path, drug=ins.DrugOptions("Cisplatin", "cluster", {"Holiday": "sensitive"}),
+        out,
+        drug_input=path,
+        drug=ins.DrugOptions("Cisplatin", "cluster", {"Holiday": "sensitive"}),
     )
     recs = [r for rs in records(out).values() for r in rs]
     assert len(recs) == 60 and {r["task"] for r in recs} == {"drug_sensitivity"}
@@ -112,10 +115,12 @@ def test_unmapped_response_is_named(tmp_path):
 
 
 def test_cells_and_drug_in_one_dataset(tmp_path):
-    drug = write_h5ad(tmp_path / "drug.h5ad", random_counts(30, 765, seed=5),
-                      obs={"r": ["sensitive", "resistant"] * 15})
-    manifest = ins.prepare_dataset(tmp_path / "both", cells_input=ins.demo_data_path(), drug_input=drug,
-                                   drug=ins.DrugOptions("Erlotinib", "r"))
+    drug = write_h5ad(
+        tmp_path / "drug.h5ad", random_counts(30, 765, seed=5), obs={"r": ["sensitive", "resistant"] * 15}
+    )
+    manifest = ins.prepare_dataset(
+        tmp_path / "both", cells_input=ins.demo_data_path(), drug_input=drug, drug=ins.DrugOptions("Erlotinib", "r")
+    )
     tasks = {t for split in ("train", "valid", "test") for t in manifest.counts[split]}
     assert tasks == {"random_generation", "pseudo_cell_generation", "annotation", "drug_sensitivity"}
     assert manifest.inverse_fit == manifest.source("cells").inverse_fit != manifest.source("drug").inverse_fit
@@ -124,12 +129,20 @@ def test_cells_and_drug_in_one_dataset(tmp_path):
 def test_layer_raw_and_gene_key(tmp_path):
     counts = random_counts(20, 10)
     genes = [f"g{i}" for i in range(10)]
-    path = write_h5ad(tmp_path / "a.h5ad", np.log1p(counts), genes=genes, layers={"counts": counts}, raw=counts,
-                      obs={"cell_type": ["x", "y"] * 10})
-    a = ins.prepare_dataset(tmp_path / "layer", cells_input=path,
-                            options=ins.PrepareOptions(source=ins.SourceOptions(layer="counts")))
-    b = ins.prepare_dataset(tmp_path / "raw", cells_input=path,
-                            options=ins.PrepareOptions(source=ins.SourceOptions(use_raw=True)))
+    path = write_h5ad(
+        tmp_path / "a.h5ad",
+        np.log1p(counts),
+        genes=genes,
+        layers={"counts": counts},
+        raw=counts,
+        obs={"cell_type": ["x", "y"] * 10},
+    )
+    a = ins.prepare_dataset(
+        tmp_path / "layer", cells_input=path, options=ins.PrepareOptions(source=ins.SourceOptions(layer="counts"))
+    )
+    b = ins.prepare_dataset(
+        tmp_path / "raw", cells_input=path, options=ins.PrepareOptions(source=ins.SourceOptions(use_raw=True))
+    )
     assert a.genes == b.genes and set(a.genes) <= {g.upper() for g in genes}
     assert (tmp_path / "layer" / "train.jsonl").read_bytes() == (tmp_path / "raw" / "train.jsonl").read_bytes()
 
@@ -152,8 +165,9 @@ def test_qc_filters_and_empty_cells_are_counted(tmp_path):
 def test_median_target_total(tmp_path):
     counts = random_counts(30, 20, seed=4)
     path = write_h5ad(tmp_path / "a.h5ad", counts, obs={"cell_type": ["x"] * 30})
-    manifest = ins.prepare_dataset(tmp_path / "o", cells_input=path,
-                                   options=ins.PrepareOptions(source=ins.SourceOptions(target_total="median")))
+    manifest = ins.prepare_dataset(
+        tmp_path / "o", cells_input=path, options=ins.PrepareOptions(source=ins.SourceOptions(target_total="median"))
+    )
     assert manifest.recipe("cells").target_total == pytest.approx(np.median(counts.sum(1)))
 
 
@@ -185,14 +199,18 @@ def test_missing_label_key_lists_columns(tmp_path):
         ins.prepare_dataset(tmp_path / "o", cells_input=path)
 
 
-@pytest.mark.parametrize("transform, message", [
-    (lambda c: np.log1p(c), "looks log-transformed"),
-    (lambda c: (c - c.mean(0)) / (c.std(0) + 1), "looks scaled"),
-    (lambda c: np.where(c > 2, np.nan, c), "NaN"),
-])
+@pytest.mark.parametrize(
+    "transform, message",
+    [
+        (lambda c: np.log1p(c), "looks log-transformed"),
+        (lambda c: (c - c.mean(0)) / (c.std(0) + 1), "looks scaled"),
+        (lambda c: np.where(c > 2, np.nan, c), "NaN"),
+    ],
+)
 def test_values_that_are_not_counts(tmp_path, transform, message):
-    path = write_h5ad(tmp_path / "a.h5ad", transform(random_counts(30, 10)), obs={"cell_type": ["x"] * 30},
-                      sparse=False)
+    path = write_h5ad(
+        tmp_path / "a.h5ad", transform(random_counts(30, 10)), obs={"cell_type": ["x"] * 30}, sparse=False
+    )
     with pytest.raises(InputError, match=message):
         ins.prepare_dataset(tmp_path / "o", cells_input=path)
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.partial*"))
@@ -240,16 +258,22 @@ def test_augmented_copies_are_training_cells_only(demo, tmp_path):
     assert len(new) > 1.9 * len(plain["train"])  # thinning almost always changes the sentence
     assert got.inverse_fit == manifest.inverse_fit  # fitted on the original cells
     small = tmp_path / "small"
-    ins.prepare_dataset(small, cells_input=ins.demo_data_path(),
-                        options=ins.PrepareOptions(augment=2, source=ins.SourceOptions(chunk_size=33)))
+    ins.prepare_dataset(
+        small,
+        cells_input=ins.demo_data_path(),
+        options=ins.PrepareOptions(augment=2, source=ins.SourceOptions(chunk_size=33)),
+    )
     assert (small / "train.jsonl").read_bytes() == (augmented / "train.jsonl").read_bytes()
 
 
-@pytest.mark.parametrize("options, message", [
-    (ins.PrepareOptions(augment=-1), "--augment must be 0 or more"),
-    (ins.PrepareOptions(augment=1, augment_min_depth=0.0), "--augment-min-depth"),
-    (ins.PrepareOptions(augment=1, source=ins.SourceOptions(allow_non_integer=True)), "--allow-non-integer"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (ins.PrepareOptions(augment=-1), "--augment must be 0 or more"),
+        (ins.PrepareOptions(augment=1, augment_min_depth=0.0), "--augment-min-depth"),
+        (ins.PrepareOptions(augment=1, source=ins.SourceOptions(allow_non_integer=True)), "--allow-non-integer"),
+    ],
+)
 def test_bad_augment_options(options, message):
     with pytest.raises(InputError, match=message):
         options.validate()

@@ -1,4 +1,5 @@
 """Inverse transform: the fit recovers a planted line; reconstruction handles odd sentences."""
+
 import numpy as np
 
 from chatcell_jax.singlecell.inverse import InverseFit, InverseFitAccumulator, reconstruct_expression
@@ -19,8 +20,7 @@ def test_fit_recovers_planted_line_across_batches():
 
 
 def test_reconstruction_drops_unknown_and_averages_repeats():
-    fit = InverseFit(slope=-1.0, intercept=3.0, r_squared=1, pearson_r=-1, spearman_r=-1, n_points=1,
-                     spearman_sample=1)
+    fit = InverseFit(slope=-1.0, intercept=3.0, r_squared=1, pearson_r=-1, spearman_r=-1, n_points=1, spearman_sample=1)
     index = {"A": 0, "B": 1, "C": 2}
     vector, unknown = reconstruct_expression("A NOTAGENE b A", index, fit)
     assert unknown == 1

@@ -1,4 +1,5 @@
 """The data manifest: one typed record, one loader that checks the format and version."""
+
 import json
 
 import pytest
@@ -51,13 +52,16 @@ def test_version_1_with_a_gene_filter_asks_to_prepare_again(prepared, tmp_path):
         manifest_lib.load(tmp_path)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "cannot read the data manifest"),
-    ('{"format": "something-else"}', "is not a chatcell-jax manifest"),
-    ('["a list"]', "is not a chatcell-jax manifest"),
-    ('{"format": "chatcell-jax/instructions", "version": 99}', "manifest version 99"),
-    ('{"format": "chatcell-jax/instructions", "version": 2, "sources": []}', "not a valid manifest"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "cannot read the data manifest"),
+        ('{"format": "something-else"}', "is not a chatcell-jax manifest"),
+        ('["a list"]', "is not a chatcell-jax manifest"),
+        ('{"format": "chatcell-jax/instructions", "version": 99}', "manifest version 99"),
+        ('{"format": "chatcell-jax/instructions", "version": 2, "sources": []}', "not a valid manifest"),
+    ],
+)
 def test_bad_manifests_are_named(tmp_path, content, message):
     (tmp_path / "manifest.json").write_text(content)
     with pytest.raises(InputError, match=message):

@@ -1,5 +1,6 @@
 """The NNX T5 on its own: configs and presets, incremental decoding, dropout, remat, dtypes,
 vocabulary extension. HF parity lives in test_hf.py, sharding in test_sharding.py."""
+
 from __future__ import annotations
 
 import jax
@@ -10,9 +11,10 @@ from flax import nnx
 
 from chatcell_jax.errors import InputError
 from chatcell_jax.model import PAD_LOGIT, T5, T5Config, count_params, extend_vocab, load_preset, preset_names
-from chatcell_jax.model.config import padded_vocab_size
 from chatcell_jax.model import t5 as t5_fn
-from tests.helpers_model import VOCAB, batch, config, jitted, logits as _logits
+from chatcell_jax.model.config import padded_vocab_size
+from tests.helpers_model import VOCAB, batch, config, jitted
+from tests.helpers_model import logits as _logits
 
 
 @pytest.fixture(scope="module", params=["v1.0", "v1.1"])
@@ -25,8 +27,19 @@ def model(request):
 
 def test_presets_load_and_have_the_published_sizes():
     names = preset_names()
-    for name in ("tiny", "t5-small", "t5-base", "t5-large", "t5-3b", "t5-11b", "t5-v1_1-small", "t5-v1_1-base",
-                 "t5-v1_1-large", "t5-v1_1-xl", "t5-v1_1-xxl"):
+    for name in (
+        "tiny",
+        "t5-small",
+        "t5-base",
+        "t5-large",
+        "t5-3b",
+        "t5-11b",
+        "t5-v1_1-small",
+        "t5-v1_1-base",
+        "t5-v1_1-large",
+        "t5-v1_1-xl",
+        "t5-v1_1-xxl",
+    ):
         assert name in names
         load_preset(name)
     # Parameter counts transformers reports for the released checkpoints (num_parameters()).
@@ -97,8 +110,10 @@ def test_decode_step_reproduces_teacher_forcing(model):
     split = t5_fn.split_decoder_layers(params)
     assert isinstance(split["decoder"]["layers"], tuple) and len(split["decoder"]["layers"]) == cfg.num_decoder_layers
     first = jitted("init_cache", cfg)(params, ids.shape[0], dec.shape[1], enc, mask)
-    np.testing.assert_array_equal(step(split, jnp.asarray(dec[:, 0]), first, jnp.int32(0))[0],
-                                  step(params, jnp.asarray(dec[:, 0]), first, jnp.int32(0))[0])
+    np.testing.assert_array_equal(
+        step(split, jnp.asarray(dec[:, 0]), first, jnp.int32(0))[0],
+        step(params, jnp.asarray(dec[:, 0]), first, jnp.int32(0))[0],
+    )
 
 
 def test_decode_step_in_jit_while_loop_with_beams():
@@ -251,18 +266,18 @@ def test_extend_vocab_keeps_old_rows_and_logits(model, init):
     assert big.config.vocab_size == VOCAB + 60 and big.config.padded_vocab_size == 256
     old, new = model.params(), big.params()
     np.testing.assert_array_equal(new["shared"][:VOCAB], old["shared"][:VOCAB])
-    added = np.asarray(new["shared"][VOCAB:VOCAB + 60])
+    added = np.asarray(new["shared"][VOCAB : VOCAB + 60])
     if init == "mean":
         np.testing.assert_allclose(added, np.broadcast_to(np.mean(old["shared"][:VOCAB], 0), added.shape), atol=1e-6)
     else:
         assert 0.8 < added.std() < 1.2 and np.abs(added[0] - added[1]).max() > 0.1
-    assert np.all(np.asarray(new["shared"][VOCAB + 60:]) == 0)
+    assert np.all(np.asarray(new["shared"][VOCAB + 60 :]) == 0)
     if not cfg.tie_word_embeddings:
         np.testing.assert_array_equal(new["lm_head"][:, :VOCAB], old["lm_head"][:, :VOCAB])
     np.testing.assert_array_equal(new["encoder"]["layers"]["q"], old["encoder"]["layers"]["q"])
     before, after = _logits(model), _logits(big)
     np.testing.assert_allclose(after[..., :VOCAB], before[..., :VOCAB], atol=1e-6, rtol=0)
-    assert np.all(after[..., VOCAB + 60:] == PAD_LOGIT) and np.all(after[..., VOCAB:VOCAB + 60] > PAD_LOGIT)
+    assert np.all(after[..., VOCAB + 60 :] == PAD_LOGIT) and np.all(after[..., VOCAB : VOCAB + 60] > PAD_LOGIT)
     # New tokens are usable as inputs.
     ids, mask, dec, dec_mask = batch()
     ids[0, 0] = VOCAB + 59

@@ -1,12 +1,13 @@
 """Packed rows: layout, the same logits per example as unpacked, and the same training losses."""
+
 import jax
 import numpy as np
 import pytest
+from helpers_model import config
 
-from chatcell_jax.train import packing
 from chatcell_jax.model import t5 as t5_fn
 from chatcell_jax.model.params import init_params
-from helpers_model import config
+from chatcell_jax.train import packing
 
 IGNORE = packing.IGNORE
 
@@ -41,14 +42,24 @@ def test_packed_examples_get_their_unpacked_logits(kind):
     cfg = config(kind)
     params = init_params(cfg, jax.random.key(0))
     rng = np.random.RandomState(1)
-    examples = [(list(rng.randint(2, 99, n)) + [1], list(rng.randint(2, 99, m)) + [1]) for n, m in
-                [(6, 3), (9, 1), (4, 5), (13, 2)]]  # 14 source tokens: positions reach the "far" buckets
+    examples = [
+        (list(rng.randint(2, 99, n)) + [1], list(rng.randint(2, 99, m)) + [1])
+        for n, m in [(6, 3), (9, 1), (4, 5), (13, 2)]
+    ]  # 14 source tokens: positions reach the "far" buckets
     single = _rows(examples, 24, 12)
     packed = packing.pack_rows(single, 40, 12, 2, 0)
     assert (packed["encoder_segment_ids"].max(axis=1) > 1).any()  # several examples share a row
-    logits = lambda b: np.asarray(t5_fn.forward(cfg, params, b["input_ids"], b["attention_mask"],
-                                                b["decoder_input_ids"], encoder_segment_ids=b["encoder_segment_ids"],
-                                                decoder_segment_ids=b["decoder_segment_ids"]))
+    logits = lambda b: np.asarray(
+        t5_fn.forward(
+            cfg,
+            params,
+            b["input_ids"],
+            b["attention_mask"],
+            b["decoder_input_ids"],
+            encoder_segment_ids=b["encoder_segment_ids"],
+            decoder_segment_ids=b["decoder_segment_ids"],
+        )
+    )
     # Reference: each example in a row of its own, the plain (unpacked) model inputs.
     for i, (src, tgt) in enumerate(examples):
         ids = np.array([src], np.int32)
@@ -70,23 +81,40 @@ def _positions_of(packed: dict, i: int, examples) -> np.ndarray:
 
 def test_packed_training_equals_padded_training(tmp_path):
     """Same examples per step, fewer rows: the losses of 3 steps agree (dropout off), on a (2,2,2) mesh."""
+    from helpers_train import SMALL, losses, prepare
+
+    from chatcell_jax.train import Trainer
     from chatcell_jax.train.config import load_config
     from chatcell_jax.train.data import train_batches
-    from chatcell_jax.train import Trainer
-    from helpers_train import SMALL, losses, prepare
 
     data, tok = prepare(tmp_path)
     rows = {}
     for padding in ("max", "pack"):  # max: one example per row, one compilation
-        config = load_config("configs/train/demo.yaml", [
-            f"data={data}", f"tokenizer={tok}", f"out={tmp_path / padding}", "steps=3", "batch_size=16",
-            "eval_every=0", "mesh=[2,2,2]", "dropout_rate=0", f"padding={padding}", *SMALL])
+        config = load_config(
+            "configs/train/demo.yaml",
+            [
+                f"data={data}",
+                f"tokenizer={tok}",
+                f"out={tmp_path / padding}",
+                "steps=3",
+                "batch_size=16",
+                "eval_every=0",
+                "mesh=[2,2,2]",
+                "dropout_rate=0",
+                f"padding={padding}",
+                *SMALL,
+            ],
+        )
         trainer = Trainer(config, progress=False)
-        first = next(train_batches(trainer.train_records, trainer.tokenizer, trainer.batch_sharding, 16,
-                                   trainer.shapes, config.seed))  # a second stream: the run's stays unread
+        first = next(
+            train_batches(
+                trainer.train_records, trainer.tokenizer, trainer.batch_sharding, 16, trainer.shapes, config.seed
+            )
+        )  # a second stream: the run's stays unread
         rows[padding] = first["input_ids"].shape[0]
         trainer.run()
         rows[padding + "_losses"] = losses(tmp_path / padding)
     assert rows["pack"] < rows["max"] == 16 and rows["pack"] % 4 == 0  # whole shards of the 4 data devices
-    np.testing.assert_allclose([rows["pack_losses"][s] for s in (1, 2, 3)],
-                               [rows["max_losses"][s] for s in (1, 2, 3)], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        [rows["pack_losses"][s] for s in (1, 2, 3)], [rows["max_losses"][s] for s in (1, 2, 3)], rtol=0, atol=1e-5
+    )

@@ -1,4 +1,5 @@
 """Inference prompts: same sentences as training, and plain-language questions understood."""
+
 from pathlib import Path
 
 import anndata as ad
@@ -6,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
-from chatcell_jax.evaluate.realcells import load_real_cells
-from chatcell_jax.singlecell import prepare as ins
-from chatcell_jax.serve import prompts
-from chatcell_jax.errors import InputError
-from chatcell_jax.singlecell.records import load_split
 from helpers_h5ad import random_counts
+
+from chatcell_jax.errors import InputError
+from chatcell_jax.evaluate.realcells import load_real_cells
+from chatcell_jax.serve import prompts
+from chatcell_jax.singlecell import prepare as ins
+from chatcell_jax.singlecell.records import load_split
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,10 @@ def odd_file(tmp_path_factory) -> Path:
     genes = [f"Gene{i}" for i in range(40)]
     genes[5] = "Gene4"
     var = pd.DataFrame({"symbol": [f"Sym{i}" for i in range(40)]}, index=pd.Index(genes, dtype=str))
-    obs = pd.DataFrame({"cell_type": ["x", "y", "z"] * 20, "response": ["sensitive", "resistant"] * 30},
-                       index=[f"c{i}" for i in range(60)])
+    obs = pd.DataFrame(
+        {"cell_type": ["x", "y", "z"] * 20, "response": ["sensitive", "resistant"] * 30},
+        index=[f"c{i}" for i in range(60)],
+    )
     adata = ad.AnnData(X=sp.csr_matrix(np.log1p(counts)), obs=obs, var=var)
     adata.layers["counts"] = sp.csr_matrix(counts)
     adata.raw = ad.AnnData(X=sp.csr_matrix(counts), var=var.copy())
@@ -55,10 +58,15 @@ def odd_file(tmp_path_factory) -> Path:
 
 LAYER = {"layer": "counts"}
 CELL_OPTIONS = {  # every prepare option that changes a sentence
-    "layer": ({}, LAYER), "top_k": ({"top_k": 7}, LAYER), "seed": ({"seed": 5}, LAYER),
-    "median_total": ({}, {**LAYER, "target_total": "median"}), "raw": ({}, {"use_raw": True}),
-    "gene_key": ({}, {**LAYER, "gene_key": "symbol"}), "min_cells": ({}, {**LAYER, "min_cells": 2}),
-    "non_integer": ({}, {"allow_non_integer": True}), "min_genes": ({}, {**LAYER, "min_genes": 8}),
+    "layer": ({}, LAYER),
+    "top_k": ({"top_k": 7}, LAYER),
+    "seed": ({"seed": 5}, LAYER),
+    "median_total": ({}, {**LAYER, "target_total": "median"}),
+    "raw": ({}, {"use_raw": True}),
+    "gene_key": ({}, {**LAYER, "gene_key": "symbol"}),
+    "min_cells": ({}, {**LAYER, "min_cells": 2}),
+    "non_integer": ({}, {"allow_non_integer": True}),
+    "min_genes": ({}, {**LAYER, "min_genes": 8}),
 }
 
 
@@ -75,12 +83,17 @@ def rebuilt(path: Path, manifest, kind: str) -> dict[str, str]:
 @pytest.mark.parametrize("name", CELL_OPTIONS)
 def test_every_sentence_option_is_rebuilt_at_inference(odd_file, tmp_path, name):
     options, source = CELL_OPTIONS[name]
-    opts = ins.PrepareOptions(mode="all", top_k=options.get("top_k", 12), seed=options.get("seed", 42),
-                              source=ins.SourceOptions(**source))
+    opts = ins.PrepareOptions(
+        mode="all", top_k=options.get("top_k", 12), seed=options.get("seed", 42), source=ins.SourceOptions(**source)
+    )
     manifest = ins.prepare_dataset(tmp_path / "d", cells_input=odd_file, options=opts)
     built = rebuilt(odd_file, manifest, "cells")
-    targets = [r for split in ("train", "valid", "test") for r in load_split(tmp_path / "d", split)
-               if r["task"] == "random_generation"]
+    targets = [
+        r
+        for split in ("train", "valid", "test")
+        for r in load_split(tmp_path / "d", split)
+        if r["task"] == "random_generation"
+    ]
     assert targets and all(built[r["cell_id"]] == r["target"] for r in targets)
     if name == "min_cells":
         assert all("GENE7" not in s.split() for s in built.values())
@@ -91,12 +104,21 @@ def test_drug_sentences_are_rebuilt_from_the_drug_source(odd_file, tmp_path, val
     """A drug source next to a cells source: its own recipe (raw: ranked as stored, no count checks)."""
     cells_file = odd_file
     drug = ins.DrugOptions("Cisplatin", "response", values=values)
-    manifest = ins.prepare_dataset(tmp_path / "d", cells_input=cells_file, drug_input=odd_file, drug=drug,
-                                   options=ins.PrepareOptions(mode="all", top_k=9, source=ins.SourceOptions(**LAYER)),
-                                   drug_source_options=ins.SourceOptions(**source))
+    manifest = ins.prepare_dataset(
+        tmp_path / "d",
+        cells_input=cells_file,
+        drug_input=odd_file,
+        drug=drug,
+        options=ins.PrepareOptions(mode="all", top_k=9, source=ins.SourceOptions(**LAYER)),
+        drug_source_options=ins.SourceOptions(**source),
+    )
     built = rebuilt(odd_file, manifest, "drug")
-    records = [r for split in ("train", "valid", "test") for r in load_split(tmp_path / "d", split)
-               if r["task"] == "drug_sensitivity"]
+    records = [
+        r
+        for split in ("train", "valid", "test")
+        for r in load_split(tmp_path / "d", split)
+        if r["task"] == "drug_sensitivity"
+    ]
     assert records
     genes = set(manifest.dataset_genes)
     for record in records:
@@ -126,7 +148,8 @@ def test_question_analysis(prepared):
         prompts.analyse_question("   ", manifest)
 
 
-@pytest.mark.parametrize("text, n", [("top 50 genes", 50), ("the 20 most expressed", 20), ("a cell", 100),
-                                     ("top-5000 genes", 1000)])
+@pytest.mark.parametrize(
+    "text, n", [("top 50 genes", 50), ("the 20 most expressed", 20), ("a cell", 100), ("top-5000 genes", 1000)]
+)
 def test_top_k_in_question(text, n):
     assert prompts.top_k_in_question(text, 100) == n

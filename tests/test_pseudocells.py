@@ -5,6 +5,7 @@ plain `Generator` calls, not through `pseudo_cells`; K = 1 against plain constra
 bit. Then chat, web, generate-cells and evaluate: each passes `candidates` through and refuses bad
 values before any model work.
 """
+
 import json
 import logging
 
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 
 from chatcell_jax.cli import main
-from chatcell_jax.serve.decoding import CHATCELL_SAMPLING, GenerationConfig
 from chatcell_jax.errors import InputError
+from chatcell_jax.serve.decoding import CHATCELL_SAMPLING, GenerationConfig
 from chatcell_jax.serve.generation import GeneConstraint, Generator
 from chatcell_jax.serve.prompts import annotation_prompt, generation_prompt
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
@@ -42,16 +43,16 @@ def is_gene_list(text: str, genes, n: int) -> bool:
 
 def test_the_kept_cell_is_the_candidate_the_model_annotates_best(model):
     generator, manifest, constraint, types, requests = model
-    cells = pseudo_cells(generator, requests, constraint, CHATCELL_SAMPLING, candidates=K, cell_types=types,
-                         seed=SEED)
+    cells = pseudo_cells(generator, requests, constraint, CHATCELL_SAMPLING, candidates=K, cell_types=types, seed=SEED)
     # the candidates, drawn here: request i's K samples are its prompt as rows i*K .. i*K+K-1
-    rows = generator.generate([p for p, _ in requests for _ in range(K)], CHATCELL_SAMPLING, seed=SEED,
-                              constraint=constraint)
+    rows = generator.generate(
+        [p for p, _ in requests for _ in range(K)], CHATCELL_SAMPLING, seed=SEED, constraint=constraint
+    )
     texts = [r[0].text for r in rows]
     probs = generator.classify([annotation_prompt(t) for t in texts], types)
     kept_probs, all_probs = [], []
     for i, (cell, (_, cell_type)) in enumerate(zip(cells, requests)):
-        pool, p = texts[i * K:(i + 1) * K], probs[i * K:(i + 1) * K, types.index(cell_type)]
+        pool, p = texts[i * K : (i + 1) * K], probs[i * K : (i + 1) * K, types.index(cell_type)]
         assert len(set(pool)) > 1  # really different samples
         assert cell.answer.text in pool and cell.answer.text == pool[int(np.argmax(p))]
         assert cell.type_probability == pytest.approx(float(p.max()), abs=1e-6) and cell.type_probability > 0
@@ -69,8 +70,7 @@ def test_one_candidate_is_plain_constrained_sampling(model, monkeypatch):
     generator, _, constraint, types, requests = model
     plain = generator.generate([p for p, _ in requests], CHATCELL_SAMPLING, seed=SEED, constraint=constraint)
     monkeypatch.setattr(generator, "classify", lambda *a, **k: pytest.fail("one candidate needs no annotation"))
-    single = pseudo_cells(generator, requests, constraint, CHATCELL_SAMPLING, candidates=1, cell_types=types,
-                          seed=SEED)
+    single = pseudo_cells(generator, requests, constraint, CHATCELL_SAMPLING, candidates=1, cell_types=types, seed=SEED)
     assert [c.answer for c in single] == [r[0] for r in plain]  # text, score and token ids
     assert all(c.type_probability is None and c.candidates == 1 for c in single)
 
@@ -78,8 +78,10 @@ def test_one_candidate_is_plain_constrained_sampling(model, monkeypatch):
 def test_answers_do_not_depend_on_the_batch_size(model):
     generator, _, constraint, types, requests = model
     other = Generator(generator.config, generator.params, generator.tokenizer, batch_size=3)
-    a, b = (pseudo_cells(g, requests, constraint, CHATCELL_SAMPLING, candidates=K, cell_types=types, seed=SEED)
-            for g in (generator, other))
+    a, b = (
+        pseudo_cells(g, requests, constraint, CHATCELL_SAMPLING, candidates=K, cell_types=types, seed=SEED)
+        for g in (generator, other)
+    )
     assert [c.answer.token_ids for c in a] == [c.answer.token_ids for c in b]
     np.testing.assert_allclose([c.type_probability for c in a], [c.type_probability for c in b], atol=1e-5)
 
@@ -88,8 +90,9 @@ def test_beam_search_reranks_its_beams_and_greedy_has_one_answer(model):
     generator, _, constraint, types, requests = model
     beam = GenerationConfig(num_beams=3)
     cells = pseudo_cells(generator, requests, constraint, beam, candidates=DEFAULT_CANDIDATES, cell_types=types)
-    beams = generator.generate([p for p, _ in requests], GenerationConfig(num_beams=3, num_return_sequences=3),
-                               constraint=constraint)
+    beams = generator.generate(
+        [p for p, _ in requests], GenerationConfig(num_beams=3, num_return_sequences=3), constraint=constraint
+    )
     for cell, options, (_, cell_type) in zip(cells, beams, requests):
         texts = [a.text for a in options]
         p = generator.classify([annotation_prompt(t) for t in texts], types)[:, types.index(cell_type)]
@@ -159,16 +162,32 @@ def test_generate_cells_stores_the_type_probability(model, tmp_path):
     from chatcell_jax.serve.jobs import generate_cells
 
     generator, manifest, constraint, types, _ = model
-    generate_cells(generator, manifest, tmp_path / "c.h5ad", n_cells=2, cell_type=types[2], cfg=CHATCELL_SAMPLING,
-                   seed=SEED, candidates=3)
+    generate_cells(
+        generator,
+        manifest,
+        tmp_path / "c.h5ad",
+        n_cells=2,
+        cell_type=types[2],
+        cfg=CHATCELL_SAMPLING,
+        seed=SEED,
+        candidates=3,
+    )
     cells = ad.read_h5ad(tmp_path / "c.h5ad")
-    expected = pseudo_cells(generator, [(generation_prompt(manifest.top_k, types[2]), types[2])] * 2, constraint,
-                            CHATCELL_SAMPLING, candidates=3, cell_types=types, seed=SEED)
+    expected = pseudo_cells(
+        generator,
+        [(generation_prompt(manifest.top_k, types[2]), types[2])] * 2,
+        constraint,
+        CHATCELL_SAMPLING,
+        candidates=3,
+        cell_types=types,
+        seed=SEED,
+    )
     assert list(cells.obs["sentence"]) == [c.answer.text for c in expected]
     np.testing.assert_allclose(cells.obs["type_probability"], [c.type_probability for c in expected], atol=1e-6)
     assert cells.uns["chatcell_generation"]["candidates"] == 3
-    generate_cells(generator, manifest, tmp_path / "one.h5ad", n_cells=2, cell_type=types[2], cfg=CHATCELL_SAMPLING,
-                   candidates=1)
+    generate_cells(
+        generator, manifest, tmp_path / "one.h5ad", n_cells=2, cell_type=types[2], cfg=CHATCELL_SAMPLING, candidates=1
+    )
     assert np.isnan(ad.read_h5ad(tmp_path / "one.h5ad").obs["type_probability"]).all()  # nothing scored
     generate_cells(generator, manifest, tmp_path / "random.h5ad", n_cells=2, cell_type=None, cfg=CHATCELL_SAMPLING)
     assert "type_probability" not in ad.read_h5ad(tmp_path / "random.h5ad").obs
@@ -181,8 +200,9 @@ def test_evaluate_draws_the_pseudo_cells_with_candidates(model):
     records = [{"task": "pseudo_cell_generation", "source": p, "label": t} for p, t in requests]
     records.append({"task": "random_generation", "source": generation_prompt(manifest.top_k)})
     _add_gene_answers(generator, records, manifest, CHATCELL_SAMPLING, SEED, False, False, candidates=K)
-    expected = pseudo_cells(generator, requests, constraint, CHATCELL_SAMPLING, candidates=K, cell_types=types,
-                            seed=SEED)
+    expected = pseudo_cells(
+        generator, requests, constraint, CHATCELL_SAMPLING, candidates=K, cell_types=types, seed=SEED
+    )
     assert [r["output_genes"] for r in records[:3]] == [c.answer.text for c in expected]
     assert [r["type_probability"] for r in records[:3]] == [c.type_probability for c in expected]
     assert all(r["candidates"] == K for r in records[:3])
@@ -194,8 +214,11 @@ def test_evaluate_draws_the_pseudo_cells_with_candidates(model):
 def test_bad_candidates_fail_before_the_model_loads(trained_run, tmp_path, capsys, command):
     """`--candidates 0` on a model path that does not exist: the candidates error comes first."""
     _, data = trained_run
-    extra = {"chat": ["hello"], "evaluate": ["--data", str(data), "--out", str(tmp_path / "r")],
-             "generate-cells": ["--out", str(tmp_path / "c.h5ad")]}[command]
+    extra = {
+        "chat": ["hello"],
+        "evaluate": ["--data", str(data), "--out", str(tmp_path / "r")],
+        "generate-cells": ["--out", str(tmp_path / "c.h5ad")],
+    }[command]
     assert main([command, str(tmp_path / "no-model"), *extra, "--candidates", "0"]) == 2
     err = capsys.readouterr().err
     assert "candidates must be a whole number from 1 to 256" in err and "does not exist" not in err

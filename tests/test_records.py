@@ -1,10 +1,11 @@
 """Reading our JSONL and the published ChatCell-Instructions JSON."""
+
 import json
 
 import pytest
 
-from chatcell_jax.singlecell.chatcell_json import convert_chatcell_instructions, embedded_sentence
 from chatcell_jax.errors import InputError
+from chatcell_jax.singlecell.chatcell_json import convert_chatcell_instructions, embedded_sentence
 from chatcell_jax.singlecell.records import load_split, read_chatcell_json, read_jsonl
 
 GENES = "MALAT1 TMSB4X B2M RPL13 EEF1A1 ACTB CD74 FTL"
@@ -25,8 +26,12 @@ def write_chatcell(tmp_path):
 def test_task_inference(tmp_path):
     path = write_chatcell(tmp_path) / "train.json"
     tasks = [(r["task"], r["label"]) for r in read_chatcell_json(path)]
-    assert tasks == [("annotation", "Basal cell"), ("pseudo_cell_generation", "Basal cell"),
-                     ("random_generation", ""), ("drug_sensitivity", "sensitive")]
+    assert tasks == [
+        ("annotation", "Basal cell"),
+        ("pseudo_cell_generation", "Basal cell"),
+        ("random_generation", ""),
+        ("drug_sensitivity", "sensitive"),
+    ]
 
 
 def test_convert_directory(tmp_path):

@@ -1,4 +1,5 @@
 """Batch commands and chat on a real (tiny, briefly trained) model, through the command line."""
+
 import hashlib
 import json
 import subprocess
@@ -32,8 +33,26 @@ def test_generate_is_independent_of_batch_size(trained_run, prompts_file, tmp_pa
     outputs = []
     for batch in (1, 4):
         out = tmp_path / f"out{batch}.jsonl"
-        assert run_cli("generate", run, "--input", prompts_file, "--out", out, "--mode", mode, "--batch-size", batch,
-                       "--max-new-tokens", 12, "--no-progress", "--devices", 1) == 0
+        assert (
+            run_cli(
+                "generate",
+                run,
+                "--input",
+                prompts_file,
+                "--out",
+                out,
+                "--mode",
+                mode,
+                "--batch-size",
+                batch,
+                "--max-new-tokens",
+                12,
+                "--no-progress",
+                "--devices",
+                1,
+            )
+            == 0
+        )
         outputs.append([json.loads(line) for line in out.read_text().splitlines()])
     assert [r["output"] for r in outputs[0]] == [r["output"] for r in outputs[1]]
     assert [r["id"] for r in outputs[0]] == list(range(5))  # input fields kept, order kept
@@ -47,8 +66,28 @@ def test_generate_over_all_devices_equals_one_device(trained_run, prompts_file, 
     outputs = []
     for devices in ("1", "all"):
         out = tmp_path / f"out-{devices}.jsonl"
-        assert run_cli("generate", run, "--input", prompts_file, "--out", out, "--mode", mode, "--batch-size", 3,
-                       "--max-new-tokens", 12, "--no-progress", "--devices", devices, "--early-stopping", "true") == 0
+        assert (
+            run_cli(
+                "generate",
+                run,
+                "--input",
+                prompts_file,
+                "--out",
+                out,
+                "--mode",
+                mode,
+                "--batch-size",
+                3,
+                "--max-new-tokens",
+                12,
+                "--no-progress",
+                "--devices",
+                devices,
+                "--early-stopping",
+                "true",
+            )
+            == 0
+        )
         outputs.append([(r["output"], round(r["score"], 4)) for r in map(json.loads, out.read_text().splitlines())])
     assert outputs[0] == outputs[1]
 
@@ -64,8 +103,19 @@ def test_overlong_prompt_is_an_error_or_counted_truncation(trained_run, tmp_path
     run, _ = trained_run
     prompts = tmp_path / "long.jsonl"
     prompts.write_text(json.dumps({"source": "CD74 " * 400}) + "\n")
-    args = ["generate", run, "--input", prompts, "--out", tmp_path / "o.jsonl", "--max-source-length", 64,
-            "--max-new-tokens", 4, "--no-progress"]
+    args = [
+        "generate",
+        run,
+        "--input",
+        prompts,
+        "--out",
+        tmp_path / "o.jsonl",
+        "--max-source-length",
+        64,
+        "--max-new-tokens",
+        4,
+        "--no-progress",
+    ]
     assert run_cli(*args) == 2
     assert "exceed the encoder limit of 64 tokens" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
@@ -104,8 +154,22 @@ def test_generate_cells_reconstructs_expression(trained_run, tmp_path):
     run, data = trained_run
     manifest = json.loads((data / "manifest.json").read_text())
     out = tmp_path / "cells.h5ad"
-    assert run_cli("generate-cells", run, "--cell-type", "CD14+ Monocyte", "-n", 4, "--out", out,
-                   "--max-new-tokens", 20, "--no-progress") == 0
+    assert (
+        run_cli(
+            "generate-cells",
+            run,
+            "--cell-type",
+            "CD14+ Monocyte",
+            "-n",
+            4,
+            "--out",
+            out,
+            "--max-new-tokens",
+            20,
+            "--no-progress",
+        )
+        == 0
+    )
     cells = ad.read_h5ad(out)
     assert cells.n_obs == 4 and list(cells.var_names) == manifest["dataset_genes"]
     assert set(cells.obs["cell_type"]) == {"CD14+ Monocyte"}
@@ -114,25 +178,49 @@ def test_generate_cells_reconstructs_expression(trained_run, tmp_path):
     assert all(len(set(s.split())) == len(s.split()) == n for s in cells.obs["sentence"])
     assert ((np.asarray(cells.X) > 0).sum(axis=1) == n).all()
     assert run_cli("generate-cells", run, "--cell-type", "Neuron", "--out", tmp_path / "x.h5ad") == 2
-    assert run_cli("generate-cells", run, "-n", 2, "--out", tmp_path / "free.h5ad", "--free", "--max-new-tokens", 12,
-                   "--no-progress") == 0
+    assert (
+        run_cli(
+            "generate-cells",
+            run,
+            "-n",
+            2,
+            "--out",
+            tmp_path / "free.h5ad",
+            "--free",
+            "--max-new-tokens",
+            12,
+            "--no-progress",
+        )
+        == 0
+    )
     assert ad.read_h5ad(tmp_path / "free.h5ad").uns["chatcell_generation"]["decoding"] == "free"
 
 
 def test_chat_one_shot_and_interactive(trained_run):
     run, data = trained_run
-    genes = " ".join(load_split(data, "test")[0]["target"].split()[:20]) if load_split(data, "test")[0][
-        "task"] != "annotation" else "CD74 HLA-DRA LYZ FTL CST3 TYROBP"
-    one_shot = subprocess.run([sys.executable, "-m", "chatcell_jax.cli", "chat", str(run),
-                               f"Which cell type expresses {genes}?"], capture_output=True, text=True, timeout=300)
+    genes = (
+        " ".join(load_split(data, "test")[0]["target"].split()[:20])
+        if load_split(data, "test")[0]["task"] != "annotation"
+        else "CD74 HLA-DRA LYZ FTL CST3 TYROBP"
+    )
+    one_shot = subprocess.run(
+        [sys.executable, "-m", "chatcell_jax.cli", "chat", str(run), f"Which cell type expresses {genes}?"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one_shot.returncode == 0, one_shot.stderr
     labels = json.loads((data / "manifest.json").read_text())["labels"]["cell_type"]
     first = one_shot.stdout.splitlines()[0]
     assert first.startswith("[annotation] ") and first.removeprefix("[annotation] ") in labels
     assert "%" in one_shot.stdout
-    session = subprocess.run([sys.executable, "-m", "chatcell_jax.cli", "chat", str(run), "--mode", "greedy"],
-                             input="Generate the top 10 genes of a CD19+ B cell\nWhat cell is FAKE99 " + genes + "?\n\n",
-                             capture_output=True, text=True, timeout=300)
+    session = subprocess.run(
+        [sys.executable, "-m", "chatcell_jax.cli", "chat", str(run), "--mode", "greedy"],
+        input="Generate the top 10 genes of a CD19+ B cell\nWhat cell is FAKE99 " + genes + "?\n\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert session.returncode == 0, session.stderr
     assert "[pseudo cell generation]" in session.stdout and "[annotation]" in session.stdout
     generated = next(line for line in session.stdout.splitlines() if line.startswith("[pseudo cell generation] "))
@@ -144,9 +232,9 @@ def test_chat_one_shot_and_interactive(trained_run):
 def test_sharded_generation_equals_single_device(trained_run):
     import jax
 
+    from chatcell_jax.model.sharding import make_mesh
     from chatcell_jax.serve.decoding import GenerationConfig
     from chatcell_jax.serve.loading import load_generator
-    from chatcell_jax.model.sharding import make_mesh
 
     run, data = trained_run
     texts = [r["source"] for r in load_split(data, "valid")[:8]]
@@ -182,6 +270,22 @@ def test_bfloat16_answers_agree_with_float32(trained_run, prompts_file, tmp_path
     p, q = full.classify(texts, labels), half.classify(texts, labels)
     assert np.abs(p - q).max() < 0.02 and (p.argmax(1) == q.argmax(1)).all()
     out = tmp_path / "half.jsonl"
-    assert run_cli("generate", run, "--input", prompts_file, "--out", out, "--dtype", "bfloat16", "--max-new-tokens", 8,
-                   "--no-progress", "--devices", 1) == 0
+    assert (
+        run_cli(
+            "generate",
+            run,
+            "--input",
+            prompts_file,
+            "--out",
+            out,
+            "--dtype",
+            "bfloat16",
+            "--max-new-tokens",
+            8,
+            "--no-progress",
+            "--devices",
+            1,
+        )
+        == 0
+    )
     assert len(out.read_text().splitlines()) == 5

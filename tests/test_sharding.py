@@ -1,4 +1,5 @@
 """Meshes, logical axis rules and born-sharded models on 8 fake CPU devices (tests/conftest.py)."""
+
 from __future__ import annotations
 
 import jax
@@ -8,11 +9,17 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from chatcell_jax.errors import InputError
-from chatcell_jax.model.directory import load_model, save_model
 from chatcell_jax.model import T5
-from chatcell_jax.model.sharding import (LOGICAL_AXIS_RULES, batch_sharding, create_sharded_model, fit_config,
-                                   param_shardings,
-                                   logical_to_spec, make_mesh)
+from chatcell_jax.model.directory import load_model, save_model
+from chatcell_jax.model.sharding import (
+    LOGICAL_AXIS_RULES,
+    batch_sharding,
+    create_sharded_model,
+    fit_config,
+    logical_to_spec,
+    make_mesh,
+    param_shardings,
+)
 from tests.helpers_model import VOCAB, batch, config, logits
 
 
@@ -67,8 +74,10 @@ def test_sharded_init_matches_single_device(reference, shape):
     assert shared.spec == logical_to_spec(("vocab", "embed"), params["shared"].shape, mesh)
     if shape != (8, 1, 1):
         assert params["encoder"]["layers"]["wi"].sharding.spec == P(None, "fsdp", "model")
-        assert len(params["shared"].addressable_shards) == 8 and \
-            params["shared"].addressable_shards[0].data.shape[0] < params["shared"].shape[0]
+        assert (
+            len(params["shared"].addressable_shards) == 8
+            and params["shared"].addressable_shards[0].data.shape[0] < params["shared"].shape[0]
+        )
     placed = tuple(jax.device_put(a, batch_sharding(mesh)) for a in b)
     got = logits(model, placed)
     assert np.abs(want[..., :VOCAB]).max() > 1.0  # not a trivially small output

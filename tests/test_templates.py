@@ -1,4 +1,5 @@
 """Templates: enough phrasings, every one renders, articles are right, N is carried."""
+
 import re
 
 import pytest
@@ -11,8 +12,12 @@ def test_phrasing_counts():
     assert len(templates.PSEUDO_CELL_GENERATION) >= 20
     assert len(templates.ANNOTATION_OPENINGS) >= 20 and len(templates.ANNOTATION_CLOSINGS) >= 10
     assert len(templates.DRUG_SENSITIVITY) >= 15
-    for phrasings in (templates.RANDOM_GENERATION, templates.PSEUDO_CELL_GENERATION, templates.DRUG_SENSITIVITY,
-                      templates.ANNOTATION_OPENINGS):
+    for phrasings in (
+        templates.RANDOM_GENERATION,
+        templates.PSEUDO_CELL_GENERATION,
+        templates.DRUG_SENSITIVITY,
+        templates.ANNOTATION_OPENINGS,
+    ):
         assert len(set(phrasings)) == len(phrasings)
 
 
@@ -33,9 +38,21 @@ def test_every_phrasing_renders_with_its_fields(task):
 
 @pytest.mark.parametrize(
     "label, article",
-    [("NK cell", "an"), ("CD14+ Monocyte", "a"), ("B cell", "a"), ("Endothelial cell", "an"), ("HSC", "an"),
-     ("T cell", "a"), ("Unipotent progenitor", "a"), ("Inner root sheath", "an"), ("CD4+/CD25 T Reg", "a"),
-     ("Fibroblast", "a"), ("MSC", "an"), ("hour cell", "an"), ("Ameloblast", "an")],
+    [
+        ("NK cell", "an"),
+        ("CD14+ Monocyte", "a"),
+        ("B cell", "a"),
+        ("Endothelial cell", "an"),
+        ("HSC", "an"),
+        ("T cell", "a"),
+        ("Unipotent progenitor", "a"),
+        ("Inner root sheath", "an"),
+        ("CD4+/CD25 T Reg", "a"),
+        ("Fibroblast", "a"),
+        ("MSC", "an"),
+        ("hour cell", "an"),
+        ("Ameloblast", "an"),
+    ],
 )
 def test_indefinite_article(label, article):
     assert templates.indefinite_article(label) == article

@@ -1,13 +1,14 @@
 """The adapted tokenizer: one token per gene, exact round trips, stable ids, reproducible bytes."""
+
 import json
 
 import pytest
 from transformers import AutoTokenizer
 
-from chatcell_jax.singlecell import prepare as ins
 from chatcell_jax.errors import InputError
-from chatcell_jax.singlecell.records import load_split
+from chatcell_jax.singlecell import prepare as ins
 from chatcell_jax.singlecell.manifest import Labels, Manifest
+from chatcell_jax.singlecell.records import load_split
 from chatcell_jax.tokenizer import build_tokenizer, count_unknown_genes, train_base, words_from_manifest
 
 
@@ -22,8 +23,12 @@ def built(tmp_path_factory):
 def test_one_token_per_gene_on_the_bundled_pbmc_data(built):
     root, manifest, record, tok = built
     assert record["n_new"] == len(manifest.genes) + 10  # 751 genes + 10 cell types
-    sentences = [r["target"] for s in ("train", "valid", "test") for r in load_split(root / "data", s)
-                 if r["task"] != "annotation"]
+    sentences = [
+        r["target"]
+        for s in ("train", "valid", "test")
+        for r in load_split(root / "data", s)
+        if r["task"] != "annotation"
+    ]
     for sentence in sentences:
         ids = tok(sentence)["input_ids"]
         assert len(ids) == len(sentence.split()) + 1 == 101  # 100 genes + EOS
@@ -61,8 +66,9 @@ def test_built_twice_is_byte_identical(built, tmp_path):
 def test_extending_a_base_keeps_every_base_id(built, tmp_path):
     root, manifest, _, _ = built
     base_dir = tmp_path / "base"
-    from chatcell_jax.tokenizer import _wrap
     import json as _json
+
+    from chatcell_jax.tokenizer import _wrap
 
     spec = _json.loads(train_base(["the quick brown fox", "CD74 is a gene", "a cell of some type"] * 50, 200).to_str())
     _wrap(spec).save_pretrained(str(base_dir))

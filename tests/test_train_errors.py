@@ -1,12 +1,13 @@
 """Bad input to `chatcell train` is one clear InputError naming the problem and the fix."""
+
 import jax
 import pytest
+from helpers_train import SMALL, prepare
 
 from chatcell_jax.cli import main
-from chatcell_jax.train.config import load_config
 from chatcell_jax.errors import InputError
 from chatcell_jax.train import Trainer, train
-from helpers_train import SMALL, prepare
+from chatcell_jax.train.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +17,20 @@ def prepared(tmp_path_factory):
 
 def _config(prepared, out, *extra):
     data, tok = prepared
-    return load_config("configs/train/demo.yaml", [f"data={data}", f"tokenizer={tok}", f"out={out}", "steps=1",
-                                                   "batch_size=8", "eval_every=0", "dropout_rate=0", *SMALL, *extra])
+    return load_config(
+        "configs/train/demo.yaml",
+        [
+            f"data={data}",
+            f"tokenizer={tok}",
+            f"out={out}",
+            "steps=1",
+            "batch_size=8",
+            "eval_every=0",
+            "dropout_rate=0",
+            *SMALL,
+            *extra,
+        ],
+    )
 
 
 def test_unknown_key_on_the_command_line(capsys):
@@ -58,5 +71,7 @@ def test_checkpoint_of_another_model_shape(prepared, tmp_path):
     assert (out / "checkpoints" / "1").is_dir()
     with pytest.raises(InputError, match=r"run directory .* exists; pass --resume"):
         Trainer(_config(prepared, out, "mesh=[1,1,1]"), devices=jax.devices()[:1])
-    with pytest.raises(InputError, match=r"holds '[a-z_/]+' with shape \(64,\), but this model needs \(128,\).*another model shape"):
+    with pytest.raises(
+        InputError, match=r"holds '[a-z_/]+' with shape \(64,\), but this model needs \(128,\).*another model shape"
+    ):
         Trainer(_config(prepared, out, "model=tiny", "mesh=[1,1,1]"), resume=True, devices=jax.devices()[:1])

@@ -1,9 +1,10 @@
 """The tiny preset learns the bundled PBMC instructions, and evaluations report per-task decoding metrics."""
-import pytest
 
-from chatcell_jax.train.config import load_config
-from chatcell_jax.train import train
+import pytest
 from helpers_train import metrics, prepare
+
+from chatcell_jax.train import train
+from chatcell_jax.train.config import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -12,10 +13,25 @@ STEPS = 100  # a fifth of the demo's budget, with shorter sequences
 
 def test_tiny_preset_learns(tmp_path):
     data, tok = prepare(tmp_path)
-    config = load_config("configs/train/demo.yaml", [
-        f"data={data}", f"tokenizer={tok}", f"out={tmp_path / 'run'}", f"steps={STEPS}", f"eval_every={STEPS}",
-        "eval_batches=2", "eval_generate=4", f"warmup_steps={STEPS // 10}", "max_source_length=96",
-        "max_target_length=48", "bucket_multiple=48", "log_every=10", "tensorboard=false", "data_threads=1"])
+    config = load_config(
+        "configs/train/demo.yaml",
+        [
+            f"data={data}",
+            f"tokenizer={tok}",
+            f"out={tmp_path / 'run'}",
+            f"steps={STEPS}",
+            f"eval_every={STEPS}",
+            "eval_batches=2",
+            "eval_generate=4",
+            f"warmup_steps={STEPS // 10}",
+            "max_source_length=96",
+            "max_target_length=48",
+            "bucket_multiple=48",
+            "log_every=10",
+            "tensorboard=false",
+            "data_threads=1",
+        ],
+    )
     train(config, progress=False)
     evaluations = {r["step"]: r for r in metrics(tmp_path / "run") if "valid_loss" in r}
     assert sorted(evaluations) == [0, STEPS]
@@ -24,10 +40,16 @@ def test_tiny_preset_learns(tmp_path):
     assert end["valid_loss"] < 0.75 * start["valid_loss"], (start["valid_loss"], end["valid_loss"])
     # Decoding metrics for every task of the data, as percentages; the untrained model writes no
     # genes, the trained one answers with gene symbols of the dataset.
-    names = {f"valid_{task}_{m}" for task, m in [("annotation", "accuracy"), ("random_generation", "validity"),
-                                                  ("random_generation", "uniqueness"),
-                                                  ("pseudo_cell_generation", "validity"),
-                                                  ("pseudo_cell_generation", "uniqueness")]}
+    names = {
+        f"valid_{task}_{m}"
+        for task, m in [
+            ("annotation", "accuracy"),
+            ("random_generation", "validity"),
+            ("random_generation", "uniqueness"),
+            ("pseudo_cell_generation", "validity"),
+            ("pseudo_cell_generation", "uniqueness"),
+        ]
+    }
     for record in (start, end):
         assert names <= set(record), sorted(record)
         assert all(0.0 <= record[n] <= 100.0 for n in names)
@@ -44,5 +66,7 @@ def test_sample_and_score():
     assert sample_tasks(records, 4, seed=0) == samples  # fixed for the run
     assert score("annotation", [" b CELL ", "T cell"], ["B cell", "B cell"], None, None) == {"accuracy": 50.0}
     assert score("random_generation", ["CD74 CD74 XYZ"], [""], ["CD74", "FTL"], 3) == {
-        "validity": pytest.approx(200 / 3), "uniqueness": pytest.approx(200 / 3)}
+        "validity": pytest.approx(200 / 3),
+        "uniqueness": pytest.approx(200 / 3),
+    }
     assert score("random_generation", ["CD74"], [""], None, None) == {}  # no manifest: no gene list to judge by

@@ -1,9 +1,9 @@
 """The task-balanced objective: each loss normalization equals a hand-computed value, packed rows
 give the same objective as unpacked ones, and task mixing draws the tasks at the asked rates."""
-import numpy as np
-import pytest
 
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from chatcell_jax.train import data as data_lib
 from chatcell_jax.train import packing
@@ -54,15 +54,18 @@ def test_each_normalization_equals_the_hand_computed_value():
     np.testing.assert_allclose(got, token_mean, rtol=1e-6)
     np.testing.assert_allclose(float(sums["ce"] / sums["tokens"]), token_mean, rtol=1e-6)  # the logged loss
     np.testing.assert_allclose(_objective(logits, labels, label_tasks, "examples")[0], example_mean, rtol=1e-6)
-    np.testing.assert_allclose(_objective(logits, labels, label_tasks, "tasks")[0], (annotation + random_mean) / 2,
-                               rtol=1e-6)
-    np.testing.assert_allclose(_objective(logits, labels, label_tasks, "tasks", weights)[0],
-                               (3 * annotation + random_mean) / 4, rtol=1e-6)
+    np.testing.assert_allclose(
+        _objective(logits, labels, label_tasks, "tasks")[0], (annotation + random_mean) / 2, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        _objective(logits, labels, label_tasks, "tasks", weights)[0], (3 * annotation + random_mean) / 4, rtol=1e-6
+    )
     # The three differ on this batch, so each test above pins its own rule.
     assert len({round(v, 4) for v in (token_mean, example_mean, (annotation + random_mean) / 2)}) == 3
     # Per-task sums for the per-task losses.
-    np.testing.assert_allclose(float(sums["task_ce"][ANNOTATION] / sums["task_tokens"][ANNOTATION]), annotation,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        float(sums["task_ce"][ANNOTATION] / sums["task_tokens"][ANNOTATION]), annotation, rtol=1e-6
+    )
     assert float(sums["task_tokens"][RANDOM]) == 8
 
 
@@ -77,12 +80,13 @@ def test_packed_rows_give_the_same_objective():
     for row, members in enumerate(bins):
         at = 0
         for i in members:
-            packed_logits[row, at: at + lengths[i]] = logits[i, : lengths[i]]
+            packed_logits[row, at : at + lengths[i]] = logits[i, : lengths[i]]
             at += lengths[i]
     for mode in ("tokens", "examples", "tasks"):
         alone = _objective(logits, labels, label_tasks, mode)[0]
-        together = _objective(packed_logits, packed["labels"], packed["label_tasks"], mode,
-                              segments=packed["decoder_segment_ids"])[0]
+        together = _objective(
+            packed_logits, packed["labels"], packed["label_tasks"], mode, segments=packed["decoder_segment_ids"]
+        )[0]
         np.testing.assert_allclose(together, alone, rtol=1e-6, err_msg=mode)
 
 
@@ -126,8 +130,9 @@ def test_uniform_sampling_balances_batches_and_is_seeded():
     shapes = data_lib.Shapes(8, 4)
     draws = {}
     for seed in (0, 0, 1):
-        batches = data_lib.train_batches(records, Tokenizer(), sharding, 8, shapes, seed, threads=1,
-                                         task_sampling="uniform")
+        batches = data_lib.train_batches(
+            records, Tokenizer(), sharding, 8, shapes, seed, threads=1, task_sampling="uniform"
+        )
         tasks = np.concatenate([np.asarray(next(batches)["label_tasks"])[:, 0] for _ in range(5)])
         draws.setdefault(seed, []).append(tasks)
         assert np.sum(tasks == ANNOTATION) == 20 and np.sum(tasks == RANDOM) == 20  # 1:1, not 1:10

@@ -1,5 +1,6 @@
 """A run killed with SIGKILL after a checkpoint and resumed ends bit-identical to an uninterrupted
 run: parameters, optimizer position, dropout keys and data order all come back."""
+
 import signal
 import subprocess
 import time
@@ -7,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
-
 from helpers_train import REPO, SMALL, cli, cli_env, losses, prepare, run_cli
+from safetensors.numpy import load_file
 
 pytestmark = pytest.mark.slow
 
@@ -17,10 +17,34 @@ STEPS = 24
 
 
 def _args(data, tok, out, extra=()):
-    return ["train", "--config", "configs/train/demo.yaml", "--no-progress", "--set", f"data={data}",
-            "--set", f"tokenizer={tok}", "--set", f"out={out}", "--set", f"steps={STEPS}", "--set", "batch_size=8",
-            "--set", "mesh=[2,1,1]", "--set", "checkpoint_every=3", "--set", "eval_every=12", "--set", "eval_batches=1",
-            "--set", "warmup_steps=4", *[a for s in SMALL for a in ("--set", s)], *extra]
+    return [
+        "train",
+        "--config",
+        "configs/train/demo.yaml",
+        "--no-progress",
+        "--set",
+        f"data={data}",
+        "--set",
+        f"tokenizer={tok}",
+        "--set",
+        f"out={out}",
+        "--set",
+        f"steps={STEPS}",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "mesh=[2,1,1]",
+        "--set",
+        "checkpoint_every=3",
+        "--set",
+        "eval_every=12",
+        "--set",
+        "eval_batches=1",
+        "--set",
+        "warmup_steps=4",
+        *[a for s in SMALL for a in ("--set", s)],
+        *extra,
+    ]
 
 
 def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, timeout: float = 300) -> int:
@@ -43,8 +67,14 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen(cli(_args(data, tok, killed_dir)), env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cli(_args(data, tok, killed_dir)),
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = _wait_for_checkpoint(killed_dir, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -72,8 +102,12 @@ def test_resume_without_checkpoint_starts_fresh_and_finished_run_is_kept(tmp_pat
     """--resume on an empty out starts from step 0; a finished run resumed again changes nothing."""
     data, tok = prepare(tmp_path)
     env = cli_env(1, tmp_path / "jax_cache")
-    args = _args(data, tok, tmp_path / "run", ["--set", "mesh=[1,1,1]", "--set", "steps=3", "--set", "dropout_rate=0",
-                                              "--set", "eval_every=0", "--resume"])
+    args = _args(
+        data,
+        tok,
+        tmp_path / "run",
+        ["--set", "mesh=[1,1,1]", "--set", "steps=3", "--set", "dropout_rate=0", "--set", "eval_every=0", "--resume"],
+    )
     first = run_cli(args, env)
     assert first.returncode == 0, first.stderr[-3000:]
     params = load_file(str(tmp_path / "run" / "model" / "params.safetensors"))

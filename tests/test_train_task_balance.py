@@ -1,16 +1,17 @@
 """The task-balanced objective and task mixing inside real training runs: the same numbers on one
 device, on a (2,2,2) mesh and with gradient accumulation; resume stays bit-identical with task
 mixing on; per-task losses reach metrics.jsonl and the loss curve."""
+
 import shutil
 
 import jax
 import numpy as np
 import pytest
+from helpers_train import SMALL, metrics, prepare
 from safetensors.numpy import load_file
 
-from chatcell_jax.train.config import load_config
 from chatcell_jax.train import Trainer
-from helpers_train import SMALL, metrics, prepare
+from chatcell_jax.train.config import load_config
 
 BALANCED = ["loss_normalization=tasks", "task_weights={annotation: 2.0}", "task_sampling=uniform"]
 
@@ -22,9 +23,22 @@ def prepared(tmp_path_factory):
 
 def _config(prepared, out, extra):
     data, tok = prepared
-    return load_config("configs/train/demo.yaml", [f"data={data}", f"tokenizer={tok}", f"out={out}", "steps=4",
-                                                   "batch_size=8", "eval_every=0", "warmup_steps=1",
-                                                   "learning_rate=0.003", *SMALL, *BALANCED, *extra])
+    return load_config(
+        "configs/train/demo.yaml",
+        [
+            f"data={data}",
+            f"tokenizer={tok}",
+            f"out={out}",
+            "steps=4",
+            "batch_size=8",
+            "eval_every=0",
+            "warmup_steps=1",
+            "learning_rate=0.003",
+            *SMALL,
+            *BALANCED,
+            *extra,
+        ],
+    )
 
 
 def _logged(run_dir, key):
@@ -35,9 +49,11 @@ def test_same_objective_on_a_mesh_and_with_accumulation(prepared, tmp_path):
     assert jax.device_count() == 8
     # Dropout off: micro-batches draw their own dropout masks, so only without it is accumulating
     # the same computation as one batch.
-    runs = {"one": (["mesh=[1,1,1]", "dropout_rate=0"], jax.devices()[:1]),
-            "mesh": (["mesh=[2,2,2]", "dropout_rate=0"], None),
-            "accum": (["mesh=[1,1,1]", "grad_accum_steps=4", "dropout_rate=0"], jax.devices()[:1])}
+    runs = {
+        "one": (["mesh=[1,1,1]", "dropout_rate=0"], jax.devices()[:1]),
+        "mesh": (["mesh=[2,2,2]", "dropout_rate=0"], None),
+        "accum": (["mesh=[1,1,1]", "grad_accum_steps=4", "dropout_rate=0"], jax.devices()[:1]),
+    }
     logged = {}
     for name, (extra, devices) in runs.items():
         Trainer(_config(prepared, tmp_path / name, extra), progress=False, devices=devices).run()
@@ -66,8 +82,11 @@ def test_resume_with_task_mixing_is_bit_identical(prepared, tmp_path):
 
 def test_per_task_losses_are_logged(prepared, tmp_path):
     out = tmp_path / "run"
-    Trainer(_config(prepared, out, ["mesh=[1,1,1]", "steps=2", "eval_every=2", "eval_batches=2", "eval_generate=0"]), progress=False,
-            devices=jax.devices()[:1]).run()
+    Trainer(
+        _config(prepared, out, ["mesh=[1,1,1]", "steps=2", "eval_every=2", "eval_batches=2", "eval_generate=0"]),
+        progress=False,
+        devices=jax.devices()[:1],
+    ).run()
     rows = metrics(out)
     final = rows[-1]
     for task in ("annotation", "random_generation", "pseudo_cell_generation"):

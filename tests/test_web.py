@@ -1,4 +1,5 @@
 """`chatcell web`: the JSON API's limits and errors, concurrency, and the page in a real browser."""
+
 import json
 import shutil
 import socket
@@ -24,8 +25,9 @@ def engine(trained_run):
     from chatcell_jax.cli.chat import load_engine
 
     run, data = trained_run
-    args = argparse.Namespace(model=run, manifest=None, batch_size=8, max_source_length=512, devices=1, dtype=None,
-                              command="web")
+    args = argparse.Namespace(
+        model=run, manifest=None, batch_size=8, max_source_length=512, devices=1, dtype=None, command="web"
+    )
     return load_engine(args, data)
 
 
@@ -55,18 +57,21 @@ def test_good_request(client, trained_run):
     assert "annotation" in examples and "pseudo_cell_generation" in examples
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"prompts": ["x" * 2001]}, 413, "limit is 2000"),
-    ({"prompts": ["a"] * 5}, 413, "at most 4 prompts"),
-    ({"prompts": ["a"], "max_new_tokens": 65}, 422, "max_new_tokens is at most 64"),
-    ({"prompts": "not a list"}, 422, "list"),
-    ({"prompts": [1, 2]}, 422, "string"),
-    ({"prompts": ["a"], "temperature": "hot"}, 422, "number"),
-    ({"prompts": ["a"], "beams": 3}, 422, "Extra inputs are not permitted"),
-    ({"prompts": []}, 422, "at least 1"),
-    ({"prompts": ["   "]}, 422, "must not be empty"),
-    ({}, 422, "Field required"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"prompts": ["x" * 2001]}, 413, "limit is 2000"),
+        ({"prompts": ["a"] * 5}, 413, "at most 4 prompts"),
+        ({"prompts": ["a"], "max_new_tokens": 65}, 422, "max_new_tokens is at most 64"),
+        ({"prompts": "not a list"}, 422, "list"),
+        ({"prompts": [1, 2]}, 422, "string"),
+        ({"prompts": ["a"], "temperature": "hot"}, 422, "number"),
+        ({"prompts": ["a"], "beams": 3}, 422, "Extra inputs are not permitted"),
+        ({"prompts": []}, 422, "at least 1"),
+        ({"prompts": ["   "]}, 422, "must not be empty"),
+        ({}, 422, "Field required"),
+    ],
+)
 def test_bad_requests_are_4xx(client, body, status, message):
     response = client.post("/api/generate", json=body)
     assert response.status_code == status
@@ -89,8 +94,11 @@ def server(trained_run, tmp_path_factory):
     run, data = trained_run
     port = free_port()
     log = (tmp_path_factory.mktemp("web") / "server.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "chatcell_jax.cli", "web", str(run), "--port", str(port),
-                                "--data", str(data)], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chatcell_jax.cli", "web", str(run), "--port", str(port), "--data", str(data)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -109,8 +117,9 @@ def server(trained_run, tmp_path_factory):
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url + "/api/generate", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url + "/api/generate", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=300) as response:
             return response.status, json.loads(response.read())
@@ -137,9 +146,19 @@ def test_page_in_headless_chromium(server, trained_run, tmp_path):
     _, data = trained_run
     labels = json.loads((data / "manifest.json").read_text())["labels"]["cell_type"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         page = browser.new_page()
         page.goto(server)
         page.wait_for_selector("button.example[data-task=annotation]")

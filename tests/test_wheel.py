@@ -4,6 +4,7 @@ The wheel is built from this checkout and installed into a fresh virtual environ
 the wheel and the test environment's dependencies (not the repository), then it prepares the bundled
 cells and trains the `tiny` preset for a few steps from an unrelated working directory.
 """
+
 import os
 import subprocess
 import sys
@@ -27,15 +28,30 @@ def run(args: list[str], cwd: Path, timeout: float = 600) -> str:
 def installed(tmp_path_factory) -> Path:
     """Python of a fresh venv holding the wheel; dependencies come from this environment."""
     root = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist"),
-         str(REPO)], cwd=root)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(root / "dist"),
+            str(REPO),
+        ],
+        cwd=root,
+    )
     wheel = next((root / "dist").glob("chatcell_jax-*.whl"))
     venv = root / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=root)
     python = venv / "bin" / "python"
     site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=root).strip())
-    run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
-        cwd=root)
+    run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+        cwd=root,
+    )
     # the dependencies, as a plain path entry: its .pth files (our editable install) are not run
     (site / "test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return python
@@ -44,8 +60,12 @@ def installed(tmp_path_factory) -> Path:
 def test_wheel_holds_the_package_data(installed):
     wheel = next((installed.parents[2] / "dist").glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for wanted in ("chatcell_jax/model/presets/tiny.yaml", "chatcell_jax/model/presets/t5-base.yaml",
-                   "chatcell_jax/demo_data/pbmc68k_counts.h5ad", "chatcell_jax/serve/web/index.html"):
+    for wanted in (
+        "chatcell_jax/model/presets/tiny.yaml",
+        "chatcell_jax/model/presets/t5-base.yaml",
+        "chatcell_jax/demo_data/pbmc68k_counts.h5ad",
+        "chatcell_jax/serve/web/index.html",
+    ):
         assert wanted in names
 
 
@@ -55,7 +75,18 @@ def test_installed_wheel_trains_tiny_from_another_directory(installed, tmp_path)
     chatcell = [str(installed), "-m", "chatcell_jax.cli"]
     run([*chatcell, "prepare", "--demo", "--top-k", "20", "--out", "data", "--no-progress"], cwd=tmp_path)
     run([*chatcell, "tokenizer", "--data", "data", "--out", "tok"], cwd=tmp_path)
-    sets = ["model=tiny", "data=data", "tokenizer=tok", "out=run", "steps=2", "batch_size=8", "eval_every=0",
-            "checkpoint_every=0", "max_source_length=64", "max_target_length=32", "tensorboard=false"]
+    sets = [
+        "model=tiny",
+        "data=data",
+        "tokenizer=tok",
+        "out=run",
+        "steps=2",
+        "batch_size=8",
+        "eval_every=0",
+        "checkpoint_every=0",
+        "max_source_length=64",
+        "max_target_length=32",
+        "tensorboard=false",
+    ]
     run([*chatcell, "train", "--no-progress", *[a for s in sets for a in ("--set", s)]], cwd=tmp_path)
     assert (tmp_path / "run" / "model" / "params.safetensors").is_file()

@@ -5,6 +5,7 @@ Each sub-command lives in its own module under `chatcell_jax.cli` and exposes
 arguments and returning an exit code. Heavy imports (jax, transformers) happen inside those
 callables so `chatcell --help` stays instant.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,11 @@ COMMAND_MODULES = ["prepare", "tokenizer", "train", "score", "chat", "evaluate",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatcell", description="Single-cell analysis in plain language: "
-                                     "cell sentences, a T5 that knows every gene, and the commands around it.")
+    parser = argparse.ArgumentParser(
+        prog="chatcell",
+        description="Single-cell analysis in plain language: "
+        "cell sentences, a T5 that knows every gene, and the commands around it.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

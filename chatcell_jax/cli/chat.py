@@ -1,4 +1,5 @@
 """`chatcell chat` (interactive or one-shot) and `chatcell web` (a local page + JSON API)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,21 +14,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("chat", help="ask questions in plain language (one-shot or interactive)")
     add_model_arguments(p, devices="1")
     p.add_argument("question", nargs="?", help="one question; without it, read questions from the prompt/stdin")
-    p.add_argument("--mode", choices=["beam", "greedy", "sample"], default="sample",
-                   help="decoding for generation questions (default: ChatCell's sampling settings)")
+    p.add_argument(
+        "--mode",
+        choices=["beam", "greedy", "sample"],
+        default="sample",
+        help="decoding for generation questions (default: ChatCell's sampling settings)",
+    )
     p.add_argument("--num-beams", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--free", action="store_true",
-                   help="answer generation questions with free text (default: gene-constrained, exactly N distinct "
-                        "genes of the model's vocabulary, N from the question or the training top-N)")
+    p.add_argument(
+        "--free",
+        action="store_true",
+        help="answer generation questions with free text (default: gene-constrained, exactly N distinct "
+        "genes of the model's vocabulary, N from the question or the training top-N)",
+    )
     add_candidates_argument(p, "questions for a cell of a named type")
     p.set_defaults(func=run_chat)
 
-    p = subparsers.add_parser("web", help="serve a local chat page and JSON API",
-                              description="Serve a local chat page and POST /api/generate. Generation questions are "
-                                          "gene-constrained unless a request sets \"free\": true (a checkbox on "
-                                          "the page); a cell of a named type is the best of \"candidates\" "
-                                          f"samples (default {DEFAULT_CANDIDATES}) by the model's own annotation.")
+    p = subparsers.add_parser(
+        "web",
+        help="serve a local chat page and JSON API",
+        description="Serve a local chat page and POST /api/generate. Generation questions are "
+        'gene-constrained unless a request sets "free": true (a checkbox on '
+        'the page); a cell of a named type is the best of "candidates" '
+        f"samples (default {DEFAULT_CANDIDATES}) by the model's own annotation.",
+    )
     add_model_arguments(p, devices="1")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=7860)
@@ -39,9 +50,14 @@ def load_engine(args: argparse.Namespace, data_dir: Path | None = None):
     from chatcell_jax.serve.chat import ChatEngine, example_sentences
     from chatcell_jax.serve.loading import load_generator, require_manifest
 
-    generator, manifest = load_generator(args.model, manifest=args.manifest, batch_size=min(args.batch_size, 8),
-                                         max_source_length=args.max_source_length, devices=args.devices,
-                                         dtype=args.dtype)
+    generator, manifest = load_generator(
+        args.model,
+        manifest=args.manifest,
+        batch_size=min(args.batch_size, 8),
+        max_source_length=args.max_source_length,
+        devices=args.devices,
+        dtype=args.dtype,
+    )
     manifest = require_manifest(manifest, f"chatcell {args.command}")
     return ChatEngine(generator, manifest, example_sentences(manifest, data_dir))
 
@@ -58,8 +74,13 @@ def format_answer(result: dict) -> str:
 def run_chat(args: argparse.Namespace) -> int:
     from chatcell_jax.errors import InputError
 
-    options = {"mode": args.mode, "num_beams": args.num_beams, "seed": args.seed, "free": args.free,
-               "candidates": check_candidates(args.candidates)}  # checked before loading the model
+    options = {
+        "mode": args.mode,
+        "num_beams": args.num_beams,
+        "seed": args.seed,
+        "free": args.free,
+        "candidates": check_candidates(args.candidates),
+    }  # checked before loading the model
     engine = load_engine(args)
     if args.question:
         print(format_answer(engine.answer([args.question], options)[0]))

@@ -1,4 +1,5 @@
 """`chatcell import-hf` and `chatcell export-hf`: Hugging Face T5 directories <-> our model directories."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,16 +7,20 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "import-hf", help="convert a Hugging Face T5 directory into a chatcell-jax model directory",
+        "import-hf",
+        help="convert a Hugging Face T5 directory into a chatcell-jax model directory",
         description="Reads config.json, model.safetensors (or pytorch_model.bin, with torch, weights only) and "
-                    "the tokenizer files of a local T5 v1.0/v1.1 checkpoint.")
+        "the tokenizer files of a local T5 v1.0/v1.1 checkpoint.",
+    )
     p.add_argument("hf_dir", help="local Hugging Face model directory")
     p.add_argument("--out", required=True, help="model directory to write (replaced atomically)")
     p.set_defaults(func=run_import)
     p = subparsers.add_parser(
-        "export-hf", help="write a model as a Hugging Face T5 directory (T5ForConditionalGeneration)",
+        "export-hf",
+        help="write a model as a Hugging Face T5 directory (T5ForConditionalGeneration)",
         description="Writes config.json, model.safetensors (vocabulary padding removed), generation_config.json "
-                    "and the tokenizer files.")
+        "and the tokenizer files.",
+    )
     p.add_argument("model", help="our model directory, or a Hugging Face directory")
     p.add_argument("--out", required=True, help="Hugging Face directory to write (replaced atomically)")
     p.set_defaults(func=run_export)

@@ -1,4 +1,5 @@
 """`chatcell evaluate`: ChatCell's metrics, baselines and a report for a model on a prepared split."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,21 +13,33 @@ from chatcell_jax.serve.pseudocells import check_candidates
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="score a model (or its saved answers) on a split: metrics, baselines, report",
+        "evaluate",
+        help="score a model (or its saved answers) on a split: metrics, baselines, report",
         description="Run the model over a prepared split (or read its answers with --predictions), compute "
-                    "ChatCell's metrics and baselines on the same cells, and write metrics.json, report.md "
-                    "and PNG figures.")
-    p.add_argument("model", nargs="?", type=Path,
-                   help="model directory, training run directory or HF T5 directory (optional with --predictions)")
+        "ChatCell's metrics and baselines on the same cells, and write metrics.json, report.md "
+        "and PNG figures.",
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        type=Path,
+        help="model directory, training run directory or HF T5 directory (optional with --predictions)",
+    )
     p.add_argument("--data", type=Path, required=True, help="prepared data directory (manifest.json, <split>.jsonl)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--out", type=Path, required=True, help="report directory (written atomically)")
-    p.add_argument("--predictions", type=Path,
-                   help="JSONL of the split's records with an 'output' field (e.g. from `chatcell generate`): "
-                        "score these instead of running the model")
+    p.add_argument(
+        "--predictions",
+        type=Path,
+        help="JSONL of the split's records with an 'output' field (e.g. from `chatcell generate`): "
+        "score these instead of running the model",
+    )
     p.add_argument("--save-predictions", type=Path, help="also write the model's answers to this JSONL")
-    p.add_argument("--run-dir", type=Path, help="directory with metrics.jsonl for the training curve "
-                                                "(default: the model directory)")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        help="directory with metrics.jsonl for the training curve (default: the model directory)",
+    )
     p.add_argument("--cells", type=Path, help="the cells .h5ad, if it moved since `chatcell prepare`")
     p.add_argument("--max-train-cells", type=int, default=5000, help="train cells for baselines and distances")
     p.add_argument("--workers", type=int, default=1, help="threads for Levenshtein distances and BLAS (default 1)")
@@ -36,12 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--max-source-length", type=int, default=512)
     g.add_argument("--max-new-tokens", type=int, help="default: 2 x top-N + 16")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--no-constrained", action="store_true",
-                   help="skip the constrained answers: label scoring for the classification tasks and the "
-                        "gene-constrained answers (exactly N distinct genes, same sampling settings) for the "
-                        "generation tasks, reported as model_constrained")
-    add_candidates_argument(g, "gene-constrained pseudo-cells (output_genes of the pseudo-cell records)",
-                            "; --no-constrained skips them")
+    g.add_argument(
+        "--no-constrained",
+        action="store_true",
+        help="skip the constrained answers: label scoring for the classification tasks and the "
+        "gene-constrained answers (exactly N distinct genes, same sampling settings) for the "
+        "generation tasks, reported as model_constrained",
+    )
+    add_candidates_argument(
+        g, "gene-constrained pseudo-cells (output_genes of the pseudo-cell records)", "; --no-constrained skips them"
+    )
     g.add_argument("--truncate", action="store_true", help="cut overlong prompts instead of failing")
     g.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -59,8 +76,13 @@ def run(args: argparse.Namespace) -> int:
         predictions = _run_model(args)
     else:
         raise InputError("give a MODEL to run, or --predictions FILE.jsonl with its answers")
-    options = EvaluateOptions(max_train_cells=args.max_train_cells, workers=args.workers, seed=args.seed,
-                              cells_path=str(args.cells) if args.cells else None, overwrite=args.overwrite)
+    options = EvaluateOptions(
+        max_train_cells=args.max_train_cells,
+        workers=args.workers,
+        seed=args.seed,
+        cells_path=str(args.cells) if args.cells else None,
+        overwrite=args.overwrite,
+    )
     metrics = evaluate_predictions(args.data, args.split, predictions, args.out, args.run_dir or args.model, options)
     print(f"wrote {args.out}: {_summary(metrics)}")
     return 0
@@ -72,13 +94,23 @@ def _run_model(args: argparse.Namespace) -> list[dict]:
     from chatcell_jax.singlecell.records import load_split
 
     records = load_split(args.data, args.split)
-    predictions = predict_records(args.model, records, manifest.load(args.data), batch_size=args.batch_size,
-                                  max_source_length=args.max_source_length, max_new_tokens=args.max_new_tokens,
-                                  seed=args.seed, constrained=not args.no_constrained, truncate=args.truncate,
-                                  progress=not args.no_progress, candidates=args.candidates)
+    predictions = predict_records(
+        args.model,
+        records,
+        manifest.load(args.data),
+        batch_size=args.batch_size,
+        max_source_length=args.max_source_length,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        constrained=not args.no_constrained,
+        truncate=args.truncate,
+        progress=not args.no_progress,
+        candidates=args.candidates,
+    )
     if args.save_predictions:
-        args.save_predictions.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions),
-                                         encoding="utf-8")
+        args.save_predictions.write_text(
+            "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8"
+        )
     return predictions
 
 

@@ -1,4 +1,5 @@
 """`chatcell prepare`: cell sentences and instruction datasets from AnnData."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("input", nargs="?", type=Path, help="input .h5ad with raw counts (cells x genes)")
     p.add_argument("--out", type=Path, required=True, help="output directory (written atomically)")
     p.add_argument("--demo", action="store_true", help="use the bundled PBMC cells (700 cells, 10 types)")
-    p.add_argument("--chatcell-json", type=Path, metavar="DIR",
-                   help="convert a published ChatCell-Instructions directory (train/valid/test.json) instead")
+    p.add_argument(
+        "--chatcell-json",
+        type=Path,
+        metavar="DIR",
+        help="convert a published ChatCell-Instructions directory (train/valid/test.json) instead",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -31,8 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src = g.add_mutually_exclusive_group()
     src.add_argument("--layer", help="take counts from this layer instead of X")
     src.add_argument("--raw", action="store_true", help="take counts (and genes) from .raw")
-    g.add_argument("--allow-non-integer", action="store_true",
-                   help="accept non-integer values (e.g. TPM) and rank them as they are")
+    g.add_argument(
+        "--allow-non-integer",
+        action="store_true",
+        help="accept non-integer values (e.g. TPM) and rank them as they are",
+    )
     g.add_argument("--chunk-size", type=int, default=2048, help="cells per streamed chunk")
 
     g = p.add_argument_group("cell sentences")
@@ -44,24 +52,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     g = p.add_argument_group("instructions")
     g.add_argument("--tasks", nargs="+", default=list(CELL_TASKS), choices=CELL_TASKS, help="cell tasks")
-    g.add_argument("--mode", choices=["one", "all"], default="one",
-                   help="one task per cell (ChatCell's way) or every task for every cell")
+    g.add_argument(
+        "--mode",
+        choices=["one", "all"],
+        default="one",
+        help="one task per cell (ChatCell's way) or every task for every cell",
+    )
     g.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test fractions by cell")
     g.add_argument("--stratify", action="store_true", help="stratify the splits by label")
-    g.add_argument("--augment", type=int, default=0, metavar="N",
-                   help="N extra copies of every training cell, its counts binomially thinned (default 0)")
-    g.add_argument("--augment-min-depth", type=float, default=0.5, metavar="F",
-                   help="each copy keeps a fraction U(F, 1) of the cell's counts (default 0.5)")
+    g.add_argument(
+        "--augment",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N extra copies of every training cell, its counts binomially thinned (default 0)",
+    )
+    g.add_argument(
+        "--augment-min-depth",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="each copy keeps a fraction U(F, 1) of the cell's counts (default 0.5)",
+    )
 
     g = p.add_argument_group("drug sensitivity")
     g.add_argument("--drug", help="drug name; with --response-key, makes drug-sensitivity instructions")
     g.add_argument("--response-key", help="obs column with the response")
-    g.add_argument("--response-map", default="",
-                   help="map response values, e.g. Holiday=sensitive,Sens=sensitive (case-insensitive)")
-    g.add_argument("--drug-input", type=Path,
-                   help="drug cells from this .h5ad (then INPUT gives the cell tasks); default: INPUT itself")
-    g.add_argument("--drug-values", choices=["raw", "normalized"], default="raw",
-                   help="raw: rank stored values (e.g. TPM) as ChatCell did; normalized: count checks + QC")
+    g.add_argument(
+        "--response-map",
+        default="",
+        help="map response values, e.g. Holiday=sensitive,Sens=sensitive (case-insensitive)",
+    )
+    g.add_argument(
+        "--drug-input",
+        type=Path,
+        help="drug cells from this .h5ad (then INPUT gives the cell tasks); default: INPUT itself",
+    )
+    g.add_argument(
+        "--drug-values",
+        choices=["raw", "normalized"],
+        default="raw",
+        help="raw: rank stored values (e.g. TPM) as ChatCell did; normalized: count checks + QC",
+    )
     p.set_defaults(func=run)
 
 
@@ -75,9 +107,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         options, drug, cells_input, drug_input = _options(args)
         manifest = ins.prepare_dataset(
-            args.out, cells_input=cells_input, drug_input=drug_input, options=options, drug=drug,
+            args.out,
+            cells_input=cells_input,
+            drug_input=drug_input,
+            options=options,
+            drug=drug,
             drug_source_options=ins.SourceOptions(allow_non_integer=args.allow_non_integer, chunk_size=args.chunk_size),
-            overwrite=args.overwrite, progress=not args.no_progress,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
         )
     _print_summary(args.out, manifest)
     return 0
@@ -90,14 +127,26 @@ def _options(args: argparse.Namespace):
         raise InputError("give exactly one of INPUT.h5ad or --demo (or --chatcell-json DIR)")
     input_path = ins.demo_data_path() if args.demo else args.input
     source = ins.SourceOptions(
-        layer=args.layer, use_raw=args.raw, gene_key=args.gene_key, target_total=_target_total(args.target_total),
-        min_genes=args.min_genes, min_cells=args.min_cells, allow_non_integer=args.allow_non_integer,
+        layer=args.layer,
+        use_raw=args.raw,
+        gene_key=args.gene_key,
+        target_total=_target_total(args.target_total),
+        min_genes=args.min_genes,
+        min_cells=args.min_cells,
+        allow_non_integer=args.allow_non_integer,
         chunk_size=args.chunk_size,
     )
     options = ins.PrepareOptions(
-        label_key=args.label_key, tasks=tuple(args.tasks), mode=args.mode, top_k=args.top_k, seed=args.seed,
-        split_fractions=_fractions(args.split), stratify=args.stratify, augment=args.augment,
-        augment_min_depth=args.augment_min_depth, source=source,
+        label_key=args.label_key,
+        tasks=tuple(args.tasks),
+        mode=args.mode,
+        top_k=args.top_k,
+        seed=args.seed,
+        split_fractions=_fractions(args.split),
+        stratify=args.stratify,
+        augment=args.augment,
+        augment_min_depth=args.augment_min_depth,
+        source=source,
     )
     drug = None
     if args.drug or args.response_key:
@@ -148,5 +197,4 @@ def _print_summary(out: Path, manifest) -> None:
     if fit is None:
         print("  inverse transform: none (no expression matrix)")
         return
-    print(f"  inverse transform: slope {fit.slope:.3f}, intercept {fit.intercept:.3f}, "
-          f"R^2 {fit.r_squared:.3f}")
+    print(f"  inverse transform: slope {fit.slope:.3f}, intercept {fit.intercept:.3f}, R^2 {fit.r_squared:.3f}")

@@ -1,4 +1,5 @@
 """Batch commands over a trained model: `generate`, `annotate`, `predict-drug`, `generate-cells`."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,26 +15,40 @@ def add_model_arguments(p: argparse.ArgumentParser, devices: str = "all") -> Non
     nothing from more devices and would compile for each."""
     p.add_argument("model", type=Path, help="model directory, training run directory, or HF T5 directory")
     p.add_argument("--manifest", type=Path, help="training data manifest.json (default: found next to the model)")
-    p.add_argument("--batch-size", type=int, default=16,
-                   help="prompts per compiled batch (rounded up to a multiple of --devices)")
-    p.add_argument("--devices", default=devices,
-                   help=f"local devices to split each batch over: a number or 'all' (default: {devices})")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="prompts per compiled batch (rounded up to a multiple of --devices)"
+    )
+    p.add_argument(
+        "--devices",
+        default=devices,
+        help=f"local devices to split each batch over: a number or 'all' (default: {devices})",
+    )
     p.add_argument("--max-source-length", type=int, default=512, help="encoder limit in tokens")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"],
-                   help="compute dtype (default: the model's own; bfloat16 is faster on GPU/TPU, while "
-                        "parameters, logits and scores stay float32)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        help="compute dtype (default: the model's own; bfloat16 is faster on GPU/TPU, while "
+        "parameters, logits and scores stay float32)",
+    )
     p.add_argument("--truncate", action="store_true", help="cut overlong prompts (counted) instead of failing")
     p.add_argument("--no-progress", action="store_true")
 
 
-def add_candidates_argument(p: argparse.ArgumentParser, what: str,
-                            extra: str = "; beam search reranks its min(K, beams) beams, greedy has one answer; "
-                                         "no effect with --free") -> None:
+def add_candidates_argument(
+    p: argparse.ArgumentParser,
+    what: str,
+    extra: str = "; beam search reranks its min(K, beams) beams, greedy has one answer; no effect with --free",
+) -> None:
     """--candidates K: a pseudo-cell is the best of K gene-constrained samples by the model's own annotation."""
-    p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, metavar="K",
-                   help=f"{what}: draw K gene-constrained samples and keep the one the model's own annotation "
-                        f"gives the highest probability of the requested type (1 to {MAX_CANDIDATES}, default "
-                        f"{DEFAULT_CANDIDATES}; 1: plain constrained sampling{extra})")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=DEFAULT_CANDIDATES,
+        metavar="K",
+        help=f"{what}: draw K gene-constrained samples and keep the one the model's own annotation "
+        f"gives the highest probability of the requested type (1 to {MAX_CANDIDATES}, default "
+        f"{DEFAULT_CANDIDATES}; 1: plain constrained sampling{extra})",
+    )
 
 
 def add_decoding_arguments(p: argparse.ArgumentParser, default_mode: str = "beam") -> None:
@@ -42,8 +57,12 @@ def add_decoding_arguments(p: argparse.ArgumentParser, default_mode: str = "beam
     g.add_argument("--num-beams", type=int, default=4)
     g.add_argument("--num-return-sequences", type=int, default=1)
     g.add_argument("--length-penalty", type=float, default=1.0)
-    g.add_argument("--early-stopping", choices=["false", "true", "never"], default="false",
-                   help="beam search stopping rule, as in Hugging Face generate()")
+    g.add_argument(
+        "--early-stopping",
+        choices=["false", "true", "never"],
+        default="false",
+        help="beam search stopping rule, as in Hugging Face generate()",
+    )
     g.add_argument("--max-new-tokens", type=int, help="default: the training top-N + 16")
     g.add_argument("--min-new-tokens", type=int, default=0)
     g.add_argument("--temperature", type=float, default=1.0)
@@ -76,19 +95,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_reading_arguments(p)
     p.set_defaults(func=run_predict_drug)
 
-    p = subparsers.add_parser("generate-cells", help="generate cells (of a type) as sentences + expression",
-                              description="Generate cells as sentences of the training top-N genes and their "
-                                          "reconstructed expression. Gene-constrained by default: every cell is "
-                                          "exactly N distinct genes of the model's vocabulary (--max-new-tokens "
-                                          "then does not apply); with --cell-type each cell is the best of "
-                                          "--candidates samples by the model's own annotation, its probability "
-                                          "in obs['type_probability']; --free decodes free text.")
+    p = subparsers.add_parser(
+        "generate-cells",
+        help="generate cells (of a type) as sentences + expression",
+        description="Generate cells as sentences of the training top-N genes and their "
+        "reconstructed expression. Gene-constrained by default: every cell is "
+        "exactly N distinct genes of the model's vocabulary (--max-new-tokens "
+        "then does not apply); with --cell-type each cell is the best of "
+        "--candidates samples by the model's own annotation, its probability "
+        "in obs['type_probability']; --free decodes free text.",
+    )
     add_model_arguments(p)
     p.add_argument("--cell-type", help="a cell type the model knows (default: random cells)")
     p.add_argument("-n", "--n-cells", type=int, default=10)
     p.add_argument("--out", type=Path, required=True, help="output .h5ad")
-    p.add_argument("--free", action="store_true",
-                   help="decode free text (default: exactly N distinct genes of the model's vocabulary)")
+    p.add_argument(
+        "--free",
+        action="store_true",
+        help="decode free text (default: exactly N distinct genes of the model's vocabulary)",
+    )
     add_candidates_argument(p, "cells of a --cell-type")
     add_decoding_arguments(p, default_mode="sample")
     p.set_defaults(func=run_generate_cells)
@@ -106,24 +131,45 @@ def _add_reading_arguments(p: argparse.ArgumentParser) -> None:
 def decoding_config(args: argparse.Namespace, top_k: int):
     from chatcell_jax.serve.decoding import CHATCELL_SAMPLING, GenerationConfig
 
-    common = dict(max_new_tokens=args.max_new_tokens or top_k + 16, min_new_tokens=args.min_new_tokens,
-                  length_penalty=args.length_penalty)
+    common = dict(
+        max_new_tokens=args.max_new_tokens or top_k + 16,
+        min_new_tokens=args.min_new_tokens,
+        length_penalty=args.length_penalty,
+    )
     if args.mode == "sample":
-        ngram = CHATCELL_SAMPLING.no_repeat_ngram_size if args.no_repeat_ngram_size is None else args.no_repeat_ngram_size
-        return GenerationConfig(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                no_repeat_ngram_size=ngram, **common)
+        ngram = (
+            CHATCELL_SAMPLING.no_repeat_ngram_size if args.no_repeat_ngram_size is None else args.no_repeat_ngram_size
+        )
+        return GenerationConfig(
+            do_sample=True,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            no_repeat_ngram_size=ngram,
+            **common,
+        )
     beams = args.num_beams if args.mode == "beam" else 1
     early_stopping = {"false": False, "true": True, "never": "never"}[args.early_stopping]
-    return GenerationConfig(num_beams=beams, num_return_sequences=args.num_return_sequences,
-                            early_stopping=early_stopping,
-                            no_repeat_ngram_size=args.no_repeat_ngram_size or 0, **common)
+    return GenerationConfig(
+        num_beams=beams,
+        num_return_sequences=args.num_return_sequences,
+        early_stopping=early_stopping,
+        no_repeat_ngram_size=args.no_repeat_ngram_size or 0,
+        **common,
+    )
 
 
 def _load(args):
     from chatcell_jax.serve.loading import load_generator
 
-    return load_generator(args.model, manifest=args.manifest, batch_size=args.batch_size,
-                          max_source_length=args.max_source_length, devices=args.devices, dtype=args.dtype)
+    return load_generator(
+        args.model,
+        manifest=args.manifest,
+        batch_size=args.batch_size,
+        max_source_length=args.max_source_length,
+        devices=args.devices,
+        dtype=args.dtype,
+    )
 
 
 def _top_k(manifest) -> int:
@@ -136,56 +182,89 @@ def run_generate(args: argparse.Namespace) -> int:
     from chatcell_jax.serve.jobs import generate_jsonl
 
     generator, manifest = _load(args)
-    n = generate_jsonl(generator, args.input, args.out, decoding_config(args, _top_k(manifest)), seed=args.seed,
-                       truncate=args.truncate, progress=not args.no_progress)
+    n = generate_jsonl(
+        generator,
+        args.input,
+        args.out,
+        decoding_config(args, _top_k(manifest)),
+        seed=args.seed,
+        truncate=args.truncate,
+        progress=not args.no_progress,
+    )
     print(f"wrote {n} answers to {args.out}")
     return 0
 
 
 def _recipe(args, manifest, kind: str):
     """The training sentences' recipe of the `kind` source, for this file's layer / symbols / values."""
-    return manifest.recipe(kind).for_file(layer=args.layer, use_raw=bool(args.raw), gene_key=args.gene_key,
-                                          allow_non_integer=bool(args.allow_non_integer))
+    return manifest.recipe(kind).for_file(
+        layer=args.layer, use_raw=bool(args.raw), gene_key=args.gene_key, allow_non_integer=bool(args.allow_non_integer)
+    )
 
 
 def run_annotate(args: argparse.Namespace) -> int:
     from chatcell_jax.serve import prompts
-    from chatcell_jax.serve.loading import require_manifest
     from chatcell_jax.serve.jobs import classify_h5ad
+    from chatcell_jax.serve.loading import require_manifest
 
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "annotate")
-    summary = classify_h5ad(generator, _recipe(args, manifest, "cells"), args.cells, args.out,
-                            labels=list(manifest.labels.cell_type), make_prompt=prompts.annotation_prompt,
-                            column="chatcell_cell_type", truncate=args.truncate, progress=not args.no_progress)
+    summary = classify_h5ad(
+        generator,
+        _recipe(args, manifest, "cells"),
+        args.cells,
+        args.out,
+        labels=list(manifest.labels.cell_type),
+        make_prompt=prompts.annotation_prompt,
+        column="chatcell_cell_type",
+        truncate=args.truncate,
+        progress=not args.no_progress,
+    )
     print(f"wrote {args.out}: {json.dumps(summary)}")
     return 0
 
 
 def run_predict_drug(args: argparse.Namespace) -> int:
     from chatcell_jax.serve import prompts
-    from chatcell_jax.serve.loading import require_manifest
     from chatcell_jax.serve.jobs import classify_h5ad
+    from chatcell_jax.serve.loading import require_manifest
 
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "predict-drug")
     labels = list(manifest.labels.response) or ["resistant", "sensitive"]
-    summary = classify_h5ad(generator, _recipe(args, manifest, "drug"), args.cells, args.out, labels=labels,
-                            make_prompt=lambda s: prompts.drug_prompt(s, args.drug), column="chatcell_drug_response",
-                            truncate=args.truncate, progress=not args.no_progress)
+    summary = classify_h5ad(
+        generator,
+        _recipe(args, manifest, "drug"),
+        args.cells,
+        args.out,
+        labels=labels,
+        make_prompt=lambda s: prompts.drug_prompt(s, args.drug),
+        column="chatcell_drug_response",
+        truncate=args.truncate,
+        progress=not args.no_progress,
+    )
     print(f"wrote {args.out}: {json.dumps(summary)}")
     return 0
 
 
 def run_generate_cells(args: argparse.Namespace) -> int:
-    from chatcell_jax.serve.loading import require_manifest
     from chatcell_jax.serve.jobs import generate_cells
+    from chatcell_jax.serve.loading import require_manifest
 
     check_candidates(args.candidates)  # before loading the model
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "generate-cells")
-    summary = generate_cells(generator, manifest, args.out, n_cells=args.n_cells, cell_type=args.cell_type,
-                             cfg=decoding_config(args, _top_k(manifest)), seed=args.seed,
-                             progress=not args.no_progress, free=args.free, candidates=args.candidates)
+    summary = generate_cells(
+        generator,
+        manifest,
+        args.out,
+        n_cells=args.n_cells,
+        cell_type=args.cell_type,
+        cfg=decoding_config(args, _top_k(manifest)),
+        seed=args.seed,
+        progress=not args.no_progress,
+        free=args.free,
+        candidates=args.candidates,
+    )
     print(f"wrote {args.out}: {json.dumps(summary)}")
     return 0

@@ -6,6 +6,7 @@
 `evaluate_predictions` needs no model: it scores records that already carry the model's `output`
 (see docs/evaluation.md). `predict.predict_records` produces them from a model.
 """
+
 from chatcell_jax.evaluate.pipeline import EvaluateOptions, evaluate_predictions, read_predictions
 
 __all__ = ["EvaluateOptions", "evaluate_predictions", "read_predictions"]

@@ -12,6 +12,7 @@ the task, with the same metric function as the model:
 Features are the `max_genes` most variable genes of the train cells (all genes when fewer), so a
 whole-transcriptome file does not turn into a dense matrix of tens of thousands of columns.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,9 @@ def majority_label(train_labels: Sequence[str]) -> str:
     return min(counts, key=lambda label: (-counts[label], label))
 
 
-def fit_predict(train_x: sp.csr_matrix, train_labels: Sequence[str], test_x: sp.csr_matrix,
-                max_genes: int = 2000, seed: int = 0) -> dict[str, list[str]]:
+def fit_predict(
+    train_x: sp.csr_matrix, train_labels: Sequence[str], test_x: sp.csr_matrix, max_genes: int = 2000, seed: int = 0
+) -> dict[str, list[str]]:
     """Predictions of every baseline for the test rows: {baseline name: labels}."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
@@ -63,9 +65,15 @@ def fit_predict(train_x: sp.csr_matrix, train_labels: Sequence[str], test_x: sp.
     return predictions
 
 
-def classification_baselines(train_x: sp.csr_matrix, train_labels: Sequence[str], test_x: sp.csr_matrix,
-                             test_truth: Sequence[str], known_labels: Sequence[str], max_genes: int = 2000,
-                             seed: int = 0) -> dict[str, dict]:
+def classification_baselines(
+    train_x: sp.csr_matrix,
+    train_labels: Sequence[str],
+    test_x: sp.csr_matrix,
+    test_truth: Sequence[str],
+    known_labels: Sequence[str],
+    max_genes: int = 2000,
+    seed: int = 0,
+) -> dict[str, dict]:
     """Metrics of every baseline on the test rows: {baseline name: classification_metrics(...)}."""
     predictions = fit_predict(train_x, train_labels, test_x, max_genes, seed)
     return {name: classification_metrics(test_truth, pred, known_labels) for name, pred in predictions.items()}

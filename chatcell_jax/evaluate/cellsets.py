@@ -6,6 +6,7 @@ evaluated split and a seeded sample of the train split (the baselines' training 
 distance reference). When the file is gone, sentences fall back to the generation records' targets
 and the expression baselines are skipped, with a note in the report.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,6 @@ from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.singlecell.records import is_gene_list
 
 log = logging.getLogger(__name__)
-
 
 
 def cell_key(record: dict) -> str:
@@ -59,8 +59,17 @@ def sentences_from_records(records: Sequence[dict]) -> CellSet:
 class RealCellSets:
     """Split and train real cells of one source kind, from the file or, failing that, the records."""
 
-    def __init__(self, manifest: Manifest, kind: str, split_records: Sequence[dict], train_records: Sequence[dict], *,
-                 max_train_cells: int, seed: int, path: str | Path | None = None):
+    def __init__(
+        self,
+        manifest: Manifest,
+        kind: str,
+        split_records: Sequence[dict],
+        train_records: Sequence[dict],
+        *,
+        max_train_cells: int,
+        seed: int,
+        path: str | Path | None = None,
+    ):
         self.kind = kind
         self.split_labels = labelled_cells(split_records, kind)
         train_labels = labelled_cells(train_records, kind)
@@ -82,8 +91,9 @@ class RealCellSets:
         """The given cells (which must have been loaded) with their expression and sentences."""
         assert self.cells is not None
         rows = self.cells.rows(cell_ids)
-        return CellSet(list(cell_ids), list(labels), [self.cells.sentences[i] for i in rows],
-                       self.cells.expression[rows])
+        return CellSet(
+            list(cell_ids), list(labels), [self.cells.sentences[i] for i in rows], self.cells.expression[rows]
+        )
 
     def split(self) -> CellSet:
         if self.cells is None:

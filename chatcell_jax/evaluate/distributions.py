@@ -13,6 +13,7 @@ model that emits the same typical cell every time. Distances between whole sets 
   The matrix square root is taken through a symmetric eigen-decomposition, which stays exact for
   the singular covariances of small groups.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,7 +71,9 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
         raise ValueError("the Frechet distance needs at least two cells on each side")
     mu_x, mu_y = x.mean(axis=0), y.mean(axis=0)
     cov_x, cov_y = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
-    value = float(np.sum((mu_x - mu_y) ** 2) + np.trace(cov_x) + np.trace(cov_y) - 2 * _trace_sqrt_product(cov_x, cov_y))
+    value = float(
+        np.sum((mu_x - mu_y) ** 2) + np.trace(cov_x) + np.trace(cov_y) - 2 * _trace_sqrt_product(cov_x, cov_y)
+    )
     return max(0.0, value)
 
 
@@ -90,8 +93,13 @@ def _trace_sqrt_product(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(root @ b @ root), 0, None))))
 
 
-def per_type_distances(candidates: np.ndarray, candidate_types: np.ndarray, reference: np.ndarray,
-                       reference_types: np.ndarray, gamma: float) -> dict:
+def per_type_distances(
+    candidates: np.ndarray,
+    candidate_types: np.ndarray,
+    reference: np.ndarray,
+    reference_types: np.ndarray,
+    gamma: float,
+) -> dict:
     """MMD and Frechet distance per type (types with >= 2 cells on both sides) and their means.
 
     Inputs are already projected (PCA space). Returns {"per_type": {type: {...}}, "mean_mmd",
@@ -102,7 +110,11 @@ def per_type_distances(candidates: np.ndarray, candidate_types: np.ndarray, refe
         a, b = candidates[candidate_types == cell_type], reference[reference_types == cell_type]
         if len(a) < 2 or len(b) < 2:
             continue
-        per_type[cell_type] = {"n_generated": int(len(a)), "n_reference": int(len(b)),
-                               "mmd": rbf_mmd2(a, b, gamma), "frechet": frechet_distance(a, b)}
-    mean = (lambda key: float(np.mean([v[key] for v in per_type.values()])) if per_type else None)
+        per_type[cell_type] = {
+            "n_generated": int(len(a)),
+            "n_reference": int(len(b)),
+            "mmd": rbf_mmd2(a, b, gamma),
+            "frechet": frechet_distance(a, b),
+        }
+    mean = lambda key: float(np.mean([v[key] for v in per_type.values()])) if per_type else None
     return {"per_type": per_type, "mean_mmd": mean("mmd"), "mean_frechet": mean("frechet"), "types": len(per_type)}

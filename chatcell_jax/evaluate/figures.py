@@ -4,6 +4,7 @@ Each function draws one figure into `path` and returns it. Figures are built on 
 `matplotlib.figure.Figure`, so nothing here changes the process-wide backend of a caller who also
 plots interactively.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def confusion(path: Path, labels: Sequence[str], matrix: np.ndarray, title: str)
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     for (i, j), count in np.ndenumerate(matrix):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if shares[i, j] > 0.6 else "black")
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=7, color="white" if shares[i, j] > 0.6 else "black"
+            )
     columns = list(labels) + ["(malformed)"]
     ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)

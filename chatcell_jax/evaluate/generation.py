@@ -19,6 +19,7 @@ Pseudo-cell set-up (see `neighbours` for the k-NN definitions):
 - Gene-constrained answers (exactly N distinct genes of the model's vocabulary), when given, are
   scored exactly like the free ones, as the system `model_constrained`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,8 +77,13 @@ class Space:
         return Space(sorted(named & vocabulary), self.fit, self.top_k)
 
 
-def random_generation(outputs: Sequence[str], real_targets: Sequence[str], genes: Sequence[str], top_k: int,
-                      constrained: Sequence[str] | None = None) -> dict:
+def random_generation(
+    outputs: Sequence[str],
+    real_targets: Sequence[str],
+    genes: Sequence[str],
+    top_k: int,
+    constrained: Sequence[str] | None = None,
+) -> dict:
     """Model metrics (free, and gene-constrained when given) and the `real_sentences` baseline (the
     split's own random-generation targets)."""
     result = {"model": sentence_metrics(outputs, genes, top_k), "n_genes_requested": top_k}
@@ -88,8 +94,13 @@ def random_generation(outputs: Sequence[str], real_targets: Sequence[str], genes
     return result
 
 
-def knn_in_space(to_reference: np.ndarray, among: np.ndarray, query_labels: Sequence[str],
-                 reference: CellSet, query_ids: Sequence[str] | None = None) -> dict:
+def knn_in_space(
+    to_reference: np.ndarray,
+    among: np.ndarray,
+    query_labels: Sequence[str],
+    reference: CellSet,
+    query_ids: Sequence[str] | None = None,
+) -> dict:
     """`neighbours.knn_table`, removing a query's own cell from the reference when `query_ids` given."""
     exclude = None
     if query_ids is not None:
@@ -97,9 +108,16 @@ def knn_in_space(to_reference: np.ndarray, among: np.ndarray, query_labels: Sequ
     return neighbours.knn_table(to_reference, reference.labels, among, query_labels, exclude)
 
 
-def pseudo_cells(outputs: Sequence[str], requested: Sequence[str], own: CellSet, reference: CellSet,
-                 train: CellSet | None, space: Space, workers: int = 1,
-                 constrained: Sequence[str] | None = None) -> tuple[dict, dict]:
+def pseudo_cells(
+    outputs: Sequence[str],
+    requested: Sequence[str],
+    own: CellSet,
+    reference: CellSet,
+    train: CellSet | None,
+    space: Space,
+    workers: int = 1,
+    constrained: Sequence[str] | None = None,
+) -> tuple[dict, dict]:
     """Metrics of the pseudo-cell task and the points for the PCA figure (the free answers'): the
     sentence checks of random generation per system (`model`, `model_constrained`), k-NN tables
     and distribution distances.
@@ -116,21 +134,37 @@ def pseudo_cells(outputs: Sequence[str], requested: Sequence[str], own: CellSet,
     generated = {name: space.reconstruct(sentences) for name, sentences in answers.items()}
     own_points, ref_points = space.reconstruct(own.sentences), space.reconstruct(reference.sentences)
     euclid, lev = neighbours.euclidean_distances, neighbours.levenshtein_distances
-    expression = {name: knn_in_space(euclid(points, ref_points), euclid(points, points), requested, reference)
-                  for name, points in generated.items()}
-    expression["real_sentences"] = knn_in_space(euclid(own_points, ref_points), euclid(own_points, own_points),
-                                                own.labels, reference, own.cell_ids)
+    expression = {
+        name: knn_in_space(euclid(points, ref_points), euclid(points, points), requested, reference)
+        for name, points in generated.items()
+    }
+    expression["real_sentences"] = knn_in_space(
+        euclid(own_points, ref_points), euclid(own_points, own_points), own.labels, reference, own.cell_ids
+    )
     if own.expression is not None and reference.expression is not None:
         a, b = own.expression, reference.expression
-        expression["real_expression"] = knn_in_space(sparse_euclidean(a, b), sparse_euclidean(a, a), own.labels,
-                                                     reference, own.cell_ids)
-    levenshtein = {name: knn_in_space(lev(sentences, reference.sentences, workers), lev(sentences, sentences, workers),
-                                      requested, reference) for name, sentences in answers.items()}
-    levenshtein["real_sentences"] = knn_in_space(lev(own.sentences, reference.sentences, workers),
-                                                 lev(own.sentences, own.sentences, workers), own.labels, reference,
-                                                 own.cell_ids)
-    result = {"n": len(outputs), **sentences, "knn": {"expression": expression, "levenshtein": levenshtein},
-              "unknown_words_per_cell": unknown}
+        expression["real_expression"] = knn_in_space(
+            sparse_euclidean(a, b), sparse_euclidean(a, a), own.labels, reference, own.cell_ids
+        )
+    levenshtein = {
+        name: knn_in_space(
+            lev(sentences, reference.sentences, workers), lev(sentences, sentences, workers), requested, reference
+        )
+        for name, sentences in answers.items()
+    }
+    levenshtein["real_sentences"] = knn_in_space(
+        lev(own.sentences, reference.sentences, workers),
+        lev(own.sentences, own.sentences, workers),
+        own.labels,
+        reference,
+        own.cell_ids,
+    )
+    result = {
+        "n": len(outputs),
+        **sentences,
+        "knn": {"expression": expression, "levenshtein": levenshtein},
+        "unknown_words_per_cell": unknown,
+    }
     figure = {}
     if train is not None and len(train) >= 2:
         result["distances"], figure = _distances(generated, requested, own_points, own.labels, train, space)
@@ -150,8 +184,14 @@ def _unknown_words(outputs: Sequence[str], space: Space) -> float:
     return float(np.mean([sum(w not in genes for w in ws) for ws in words])) if words else 0.0
 
 
-def _distances(generated: dict[str, np.ndarray], requested: Sequence[str], own_points: np.ndarray,
-               own_labels: Sequence[str], train: CellSet, space: Space) -> tuple[dict, dict]:
+def _distances(
+    generated: dict[str, np.ndarray],
+    requested: Sequence[str],
+    own_points: np.ndarray,
+    own_labels: Sequence[str],
+    train: CellSet,
+    space: Space,
+) -> tuple[dict, dict]:
     """Per-type MMD / Frechet against the train cells of each model system (`generated`: points
     by system name) and of the held-out real cells; figure points of the free model's cells."""
     train_points = space.reconstruct(train.sentences)
@@ -161,13 +201,20 @@ def _distances(generated: dict[str, np.ndarray], requested: Sequence[str], own_p
     gamma = distributions.median_gamma(ref)
     candidates = {name: (points, requested) for name, points in generated.items()}
     candidates["real_sentences"] = (own_points, own_labels)
-    result = {"reference": "train split, reconstructed from top-N sentences", "pca_components": len(projection.components),
-              "gamma": gamma}
+    result = {
+        "reference": "train split, reconstructed from top-N sentences",
+        "pca_components": len(projection.components),
+        "gamma": gamma,
+    }
     for name, (points, types) in candidates.items():
-        result[name] = distributions.per_type_distances(projection.transform(points), np.asarray(types, dtype=object),
-                                                        ref, ref_types, gamma)
-    figure = {"reference": ref[:, :2], "reference_types": ref_types,
-              "generated": projection.transform(generated["model"])[:, :2],
-              "generated_types": np.asarray(requested, dtype=object),
-              "explained": projection.explained_variance_ratio[:2].tolist()}
+        result[name] = distributions.per_type_distances(
+            projection.transform(points), np.asarray(types, dtype=object), ref, ref_types, gamma
+        )
+    figure = {
+        "reference": ref[:, :2],
+        "reference_types": ref_types,
+        "generated": projection.transform(generated["model"])[:, :2],
+        "generated_types": np.asarray(requested, dtype=object),
+        "explained": projection.explained_variance_ratio[:2].tolist(),
+    }
     return result, figure

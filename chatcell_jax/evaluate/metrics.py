@@ -15,6 +15,7 @@ Definitions follow ChatCell's evaluation so our numbers sit next to its publishe
 
 All percentages are 0-100, like ChatCell's tables.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -59,8 +60,9 @@ def per_class_scores(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, 
     return scores
 
 
-def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str],
-                           known_labels: Iterable[str] | None = None) -> dict:
+def classification_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str], known_labels: Iterable[str] | None = None
+) -> dict:
     """Accuracy, weighted P/R/F1, macro F1 (all %) and the malformed-answer share (%).
 
     `known_labels`: the task's valid answers (default: the distinct true answers); a prediction

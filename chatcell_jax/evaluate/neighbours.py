@@ -21,6 +21,7 @@ Everything works on a precomputed distance matrix, so the same code serves Eucli
 reconstructed-expression space and character-level Levenshtein distances between sentence strings
 (rapidfuzz's C implementation, all pairs in one call).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -51,8 +52,9 @@ def levenshtein_distances(queries: Sequence[str], references: Sequence[str], wor
     return process.cdist(q, r, scorer=Levenshtein.distance, dtype=np.int32, workers=workers).astype(np.float64)
 
 
-def knn_predict(distances: np.ndarray, reference_labels: Sequence[str], k: int,
-                exclude: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+def knn_predict(
+    distances: np.ndarray, reference_labels: Sequence[str], k: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
     """Majority label of the k nearest references of every query, and the k actually used.
 
     `exclude` [n_queries, n_references] bool marks pairs that may not be neighbours (a cell and
@@ -72,8 +74,14 @@ def knn_predict(distances: np.ndarray, reference_labels: Sequence[str], k: int,
     return classes[np.argmax(votes, axis=1)], k_used
 
 
-def knn_scores(to_reference: np.ndarray, reference_labels: Sequence[str], among_queries: np.ndarray,
-               query_labels: Sequence[str], k: int, exclude_reference: np.ndarray | None = None) -> dict:
+def knn_scores(
+    to_reference: np.ndarray,
+    reference_labels: Sequence[str],
+    among_queries: np.ndarray,
+    query_labels: Sequence[str],
+    k: int,
+    exclude_reference: np.ndarray | None = None,
+) -> dict:
     """quality, discriminability and discriminability_loo at K (in %), and the K used by each.
 
     `to_reference`: [n_queries, n_references] distances from generated to real cells;
@@ -83,8 +91,9 @@ def knn_scores(to_reference: np.ndarray, reference_labels: Sequence[str], among_
     by_real, k_real = knn_predict(to_reference, reference_labels, k, exclude_reference)
     by_generated, k_gen = knn_predict(among_queries, wanted, k)
     loo = np.eye(len(wanted), dtype=bool)
-    by_generated_loo, k_loo = (knn_predict(among_queries, wanted, k, loo) if len(wanted) > 1
-                               else (np.array(["\0none"] * len(wanted)), 0))
+    by_generated_loo, k_loo = (
+        knn_predict(among_queries, wanted, k, loo) if len(wanted) > 1 else (np.array(["\0none"] * len(wanted)), 0)
+    )
     real_ok = by_real == wanted
     return {
         "quality": 100 * float(real_ok.mean()),
@@ -96,9 +105,16 @@ def knn_scores(to_reference: np.ndarray, reference_labels: Sequence[str], among_
     }
 
 
-def knn_table(to_reference: np.ndarray, reference_labels: Sequence[str], among_queries: np.ndarray,
-              query_labels: Sequence[str], exclude_reference: np.ndarray | None = None,
-              ks: Sequence[int] = KS) -> dict[str, dict]:
+def knn_table(
+    to_reference: np.ndarray,
+    reference_labels: Sequence[str],
+    among_queries: np.ndarray,
+    query_labels: Sequence[str],
+    exclude_reference: np.ndarray | None = None,
+    ks: Sequence[int] = KS,
+) -> dict[str, dict]:
     """`knn_scores` for every K, keyed "5", "10", ... (JSON keys)."""
-    return {str(k): knn_scores(to_reference, reference_labels, among_queries, query_labels, k, exclude_reference)
-            for k in ks}
+    return {
+        str(k): knn_scores(to_reference, reference_labels, among_queries, query_labels, k, exclude_reference)
+        for k in ks
+    }

@@ -8,6 +8,7 @@ the generation tasks `output_genes`, a gene-constrained answer), so every number
 from a predictions file without running a model. Constrained answers are scored as
 `model_constrained` next to `model` when every record of the task has them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,12 +24,11 @@ from chatcell_jax.evaluate.cellsets import RealCellSets, cell_key
 from chatcell_jax.evaluate.metrics import classification_metrics, confusion_matrix, normalise_answer
 from chatcell_jax.evaluate.report import write_report
 from chatcell_jax.singlecell import manifest as manifest_lib
+from chatcell_jax.singlecell import tasks as task_registry
 from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.singlecell.records import load_split
-from chatcell_jax.singlecell import tasks as task_registry
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -54,10 +54,12 @@ def check_predictions(predictions: Sequence[dict]) -> dict[str, list[dict]]:
         if not isinstance(record, dict) or not isinstance(record.get("output"), str):
             raise InputError(f"prediction {number} has no string field 'output'")
         if record.get("task") not in task_registry.NAMES:
-            raise InputError(f"prediction {number} has task {record.get('task')!r}, not one of "
-                             f"{list(task_registry.NAMES)}; "
-                             "generate from the split's JSONL (e.g. `chatcell generate --input DATA/test.jsonl`) "
-                             "so every record keeps its task, label and cell_id")
+            raise InputError(
+                f"prediction {number} has task {record.get('task')!r}, not one of "
+                f"{list(task_registry.NAMES)}; "
+                "generate from the split's JSONL (e.g. `chatcell generate --input DATA/test.jsonl`) "
+                "so every record keeps its task, label and cell_id"
+            )
         if "target" not in record:
             raise InputError(f"prediction {number} has no 'target' (the reference answer)")
         if not isinstance(record.get("output_genes", ""), str):
@@ -87,8 +89,9 @@ def _constrained(records: Sequence[dict]) -> list[str] | None:
     return [max(r["label_probs"], key=r["label_probs"].get) for r in records]
 
 
-def classification_task(task: str, records: Sequence[dict], manifest: Manifest, real: RealCellSets | None,
-                        options: EvaluateOptions) -> tuple[dict, dict]:
+def classification_task(
+    task: str, records: Sequence[dict], manifest: Manifest, real: RealCellSets | None, options: EvaluateOptions
+) -> tuple[dict, dict]:
     """Model metrics (free text, and constrained when given), baselines; confusion matrix for the figure."""
     labels = manifest.labels_of(task_registry.get(task).label_set) or sorted({r["target"] for r in records})
     truth, outputs = [r["target"] for r in records], [r["output"] for r in records]
@@ -104,8 +107,9 @@ def classification_task(task: str, records: Sequence[dict], manifest: Manifest, 
     return result, {"labels": labels, "matrix": matrix}
 
 
-def _classification_baselines(records: Sequence[dict], real: RealCellSets, labels: list[str],
-                               options: EvaluateOptions) -> dict:
+def _classification_baselines(
+    records: Sequence[dict], real: RealCellSets, labels: list[str], options: EvaluateOptions
+) -> dict:
     train = real.train()
     if len(train) < 2:
         return {}
@@ -115,8 +119,9 @@ def _classification_baselines(records: Sequence[dict], real: RealCellSets, label
         log.warning("some scored cells are not cells of the split: classification baselines skipped")
         return {}
     test = real.subset(ids, [r["target"] for r in records])
-    return baselines.classification_baselines(train.expression, train.labels, test.expression, test.labels, labels,
-                                              options.max_genes, options.seed)
+    return baselines.classification_baselines(
+        train.expression, train.labels, test.expression, test.labels, labels, options.max_genes, options.seed
+    )
 
 
 # --- generation tasks -------------------------------------------------------------------------------
@@ -125,8 +130,10 @@ def _classification_baselines(records: Sequence[dict], real: RealCellSets, label
 def _space(manifest: Manifest) -> generation.Space:
     fit = manifest.inverse_fit
     if not fit:
-        raise InputError("the manifest has no inverse transform (data converted from ChatCell JSON?); pseudo-cell "
-                         "metrics need one: prepare the data from an .h5ad with `chatcell prepare`")
+        raise InputError(
+            "the manifest has no inverse transform (data converted from ChatCell JSON?); pseudo-cell "
+            "metrics need one: prepare the data from an .h5ad with `chatcell prepare`"
+        )
     return generation.Space(list(manifest.dataset_genes), fit, manifest.sentence_length)
 
 
@@ -137,8 +144,9 @@ def _gene_answers(records: Sequence[dict]) -> list[str] | None:
     return [r["output_genes"] for r in records]
 
 
-def pseudo_cell_task(records: Sequence[dict], manifest: Manifest, real: RealCellSets,
-                     options: EvaluateOptions) -> tuple[dict, dict]:
+def pseudo_cell_task(
+    records: Sequence[dict], manifest: Manifest, real: RealCellSets, options: EvaluateOptions
+) -> tuple[dict, dict]:
     reference = real.split()
     if len(reference) < 2:
         raise InputError("the split has fewer than two labelled real cells: pseudo-cell k-NN needs a reference")
@@ -147,9 +155,16 @@ def pseudo_cell_task(records: Sequence[dict], manifest: Manifest, real: RealCell
         own = real.subset(keys, [r["label"] for r in records])
     else:
         own = generation.CellSet(keys, [r["label"] for r in records], [r["target"] for r in records])
-    result, figure = generation.pseudo_cells([r["output"] for r in records], [r["label"] for r in records], own,
-                                             reference, real.train(), _space(manifest), options.workers,
-                                             _gene_answers(records))
+    result, figure = generation.pseudo_cells(
+        [r["output"] for r in records],
+        [r["label"] for r in records],
+        own,
+        reference,
+        real.train(),
+        _space(manifest),
+        options.workers,
+        _gene_answers(records),
+    )
     draw = _self_consistent_draw(records)
     if draw is not None:
         result["constrained_draw"] = draw
@@ -163,21 +178,35 @@ def _self_consistent_draw(records: Sequence[dict]) -> dict | None:
     if _gene_answers(records) is None or not all(type(r.get("candidates")) is int for r in records):
         return None
     scored = [float(r["type_probability"]) for r in records if isinstance(r.get("type_probability"), (int, float))]
-    return {"candidates": max(r["candidates"] for r in records), "n_scored": len(scored),
-            "mean_type_probability": sum(scored) / len(scored) if scored else None}
+    return {
+        "candidates": max(r["candidates"] for r in records),
+        "n_scored": len(scored),
+        "mean_type_probability": sum(scored) / len(scored) if scored else None,
+    }
 
 
 def random_generation_task(records: Sequence[dict], split_records: Sequence[dict], manifest: Manifest) -> dict:
     real = [r["target"] for r in split_records if r.get("task") == "random_generation"]
-    return generation.random_generation([r["output"] for r in records], real, list(manifest.dataset_genes),
-                                        manifest.sentence_length, _gene_answers(records))
+    return generation.random_generation(
+        [r["output"] for r in records],
+        real,
+        list(manifest.dataset_genes),
+        manifest.sentence_length,
+        _gene_answers(records),
+    )
 
 
 # --- the whole evaluation ----------------------------------------------------------------------------
 
 
-def evaluate_predictions(data_dir: str | Path, split: str, predictions: Sequence[dict], out_dir: str | Path,
-                         run_dir: str | Path | None = None, options: EvaluateOptions | None = None) -> dict:
+def evaluate_predictions(
+    data_dir: str | Path,
+    split: str,
+    predictions: Sequence[dict],
+    out_dir: str | Path,
+    run_dir: str | Path | None = None,
+    options: EvaluateOptions | None = None,
+) -> dict:
     """Score predictions of a prepared split, run the baselines, write the report; returns the metrics.
 
     `predictions`: the split's records (source, target, task, cell_id, label) each with `output`
@@ -215,14 +244,22 @@ def _evaluate(data_dir, split: str, predictions: Sequence[dict], out_dir, run_di
         tasks[task], figure = _score_task(task, by_task[task], split_records, manifest, real, options)
         if figure:
             figures[task] = figure
-    metrics = {"data": str(Path(data_dir).resolve()), "split": split, "n_predictions": len(predictions),
-               "top_k": manifest.sentence_length, "tasks": tasks, "notes": notes,
-               "options": {k: v for k, v in vars(options).items() if k != "overwrite"}}
+    metrics = {
+        "data": str(Path(data_dir).resolve()),
+        "split": split,
+        "n_predictions": len(predictions),
+        "top_k": manifest.sentence_length,
+        "tasks": tasks,
+        "notes": notes,
+        "options": {k: v for k, v in vars(options).items() if k != "overwrite"},
+    }
     write_report(out_dir, metrics, figures, run_dir, overwrite=options.overwrite)
     return metrics
 
 
-def _score_task(task: str, records: list[dict], split_records, manifest: Manifest, real: dict, options) -> tuple[dict, dict]:
+def _score_task(
+    task: str, records: list[dict], split_records, manifest: Manifest, real: dict, options
+) -> tuple[dict, dict]:
     if task_registry.get(task).classifies:
         return classification_task(task, records, manifest, real.get(task_registry.get(task).source_kind), options)
     if task == "pseudo_cell_generation":
@@ -230,8 +267,9 @@ def _score_task(task: str, records: list[dict], split_records, manifest: Manifes
     return random_generation_task(records, split_records, manifest), {}
 
 
-def _real_cell_sets(manifest: Manifest, by_task: dict, split_records, data_dir, options: EvaluateOptions,
-                    notes: list[str]) -> dict[str, RealCellSets]:
+def _real_cell_sets(
+    manifest: Manifest, by_task: dict, split_records, data_dir, options: EvaluateOptions, notes: list[str]
+) -> dict[str, RealCellSets]:
     """Real cells per source kind, for the kinds the scored tasks need."""
     kinds = {task_registry.get(t).source_kind for t in by_task if task_registry.get(t).needs_label}
     if not kinds:
@@ -240,8 +278,15 @@ def _real_cell_sets(manifest: Manifest, by_task: dict, split_records, data_dir, 
     out = {}
     for kind in sorted(kinds):
         path = options.cells_path if kind == "cells" else None
-        out[kind] = RealCellSets(manifest, kind, split_records, train_records, max_train_cells=options.max_train_cells,
-                                 seed=options.seed, path=path)
+        out[kind] = RealCellSets(
+            manifest,
+            kind,
+            split_records,
+            train_records,
+            max_train_cells=options.max_train_cells,
+            seed=options.seed,
+            path=path,
+        )
         if out[kind].note:
             notes.append(out[kind].note)
     return out
@@ -254,8 +299,10 @@ def read_predictions(path: str | Path) -> list[dict]:
     records = list(read_jsonl(path))
     missing = next((i for i, r in enumerate(records, 1) if "output" not in r), None)
     if missing is not None:
-        raise InputError(f"{path}: record {missing} has no 'output' field; is this a predictions file "
-                         "(e.g. from `chatcell generate`)?")
+        raise InputError(
+            f"{path}: record {missing} has no 'output' field; is this a predictions file "
+            "(e.g. from `chatcell generate`)?"
+        )
     return records
 
 

@@ -16,6 +16,7 @@ are produced as well (unless `constrained` is False) and the report shows both k
 
 The generation stack is imported lazily: evaluation of existing predictions never needs JAX.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,29 +27,43 @@ from dataclasses import replace
 from pathlib import Path
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates
 from chatcell_jax.singlecell import tasks
 from chatcell_jax.singlecell.manifest import Manifest
-from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates
 
 log = logging.getLogger(__name__)
-
 
 
 def _generation_modules():
     """(jobs, loading, decoding), or an InputError saying generation is not available."""
     try:
-        from chatcell_jax.serve import jobs  # first: it is the piece that may be missing
-        from chatcell_jax.serve import decoding, loading
+        from chatcell_jax.serve import (
+            decoding,
+            jobs,  # first: it is the piece that may be missing
+            loading,
+        )
     except ImportError as err:
-        raise InputError(f"generation is not available yet in this installation ({err}); score existing answers "
-                         "instead: `chatcell evaluate --data DIR --predictions FILE.jsonl --out REPORT`") from err
+        raise InputError(
+            f"generation is not available yet in this installation ({err}); score existing answers "
+            "instead: `chatcell evaluate --data DIR --predictions FILE.jsonl --out REPORT`"
+        ) from err
     return jobs, loading, decoding
 
 
-def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: Manifest, *, batch_size: int = 16,
-                    max_source_length: int = 512, max_new_tokens: int | None = None, seed: int = 0,
-                    constrained: bool = True, truncate: bool = False, progress: bool = False,
-                    candidates: int = DEFAULT_CANDIDATES) -> list[dict]:
+def predict_records(
+    model_ref: str | Path,
+    records: Sequence[dict],
+    manifest: Manifest,
+    *,
+    batch_size: int = 16,
+    max_source_length: int = 512,
+    max_new_tokens: int | None = None,
+    seed: int = 0,
+    constrained: bool = True,
+    truncate: bool = False,
+    progress: bool = False,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> list[dict]:
     """Each record plus `output` (sampled answer) and, with `constrained`, `label_probs` for the
     classification records and `output_genes` for the generation records (for pseudo-cells the
     best of `candidates` samples by the model's own annotation)."""
@@ -69,8 +84,16 @@ def predict_records(model_ref: str | Path, records: Sequence[dict], manifest: Ma
     return predictions
 
 
-def _add_gene_answers(generator, predictions: list[dict], manifest: Manifest, cfg, seed: int, truncate: bool,
-                      progress: bool, candidates: int = DEFAULT_CANDIDATES) -> None:
+def _add_gene_answers(
+    generator,
+    predictions: list[dict],
+    manifest: Manifest,
+    cfg,
+    seed: int,
+    truncate: bool,
+    progress: bool,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> None:
     """`output_genes` for the generation records; pseudo-cell records also get `candidates` and
     (when more than one was drawn) `type_probability`."""
     from chatcell_jax.serve.generation import GeneConstraint
@@ -85,13 +108,22 @@ def _add_gene_answers(generator, predictions: list[dict], manifest: Manifest, cf
     except InputError as err:  # e.g. an add_tokens tokenizer: the free answers are still scored
         log.warning("no gene-constrained generation answers, only the free ones are scored: %s", err)
         return
-    answers = generator.generate([p["source"] for p in random_rows], cfg, seed=seed, truncate=truncate,
-                                 progress=progress, constraint=constraint)
+    answers = generator.generate(
+        [p["source"] for p in random_rows], cfg, seed=seed, truncate=truncate, progress=progress, constraint=constraint
+    )
     for record, options in zip(random_rows, answers):
         record["output_genes"] = options[0].text
-    cells = pseudo_cells(generator, [(p["source"], p["label"]) for p in pseudo_rows], constraint, cfg, seed=seed,
-                         candidates=candidates, cell_types=list(manifest.labels.cell_type),
-                         truncate=truncate, progress=progress)
+    cells = pseudo_cells(
+        generator,
+        [(p["source"], p["label"]) for p in pseudo_rows],
+        constraint,
+        cfg,
+        seed=seed,
+        candidates=candidates,
+        cell_types=list(manifest.labels.cell_type),
+        truncate=truncate,
+        progress=progress,
+    )
     for record, cell in zip(pseudo_rows, cells):
         record.update(output_genes=cell.answer.text, candidates=cell.candidates)
         if cell.type_probability is not None:

@@ -3,10 +3,11 @@
 Baselines need the cells' normalised expression (not only their top-N sentence), and the k-NN
 reference needs the real sentences of *every* labelled cell of a split, whichever task its record
 got. Both are rebuilt by the source's `SentenceRecipe` through the same `SentenceStream` as
-`chatcell prepare` (same matrix, gene filter, target total and seeded ranking). The file is streamed in chunks and only the
-wanted rows are kept, as sparse rows over the data set's gene vocabulary: memory grows with the
-cells asked for, not with the file.
+`chatcell prepare` (same matrix, gene filter, target total and seeded ranking). The file is
+streamed in chunks and only the wanted rows are kept, as sparse rows over the data set's gene
+vocabulary: memory grows with the cells asked for, not with the file.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,15 +41,23 @@ class RealCells:
         return np.array([index[c] for c in cell_ids], dtype=np.int64)
 
 
-def load_real_cells(manifest: Manifest, cell_ids: Sequence[str], kind: str = "cells", *,
-                    path: str | Path | None = None, chunk_size: int = 2048) -> RealCells:
+def load_real_cells(
+    manifest: Manifest,
+    cell_ids: Sequence[str],
+    kind: str = "cells",
+    *,
+    path: str | Path | None = None,
+    chunk_size: int = 2048,
+) -> RealCells:
     """Rebuild the cells `cell_ids` of the `kind` source (or of `path`, when the file has moved)."""
     source = manifest.source(kind)
     recipe = manifest.recipe(kind)
     path = Path(path or source.path)
     if not path.exists():
-        raise InputError(f"the source {path} of this data set is gone; expression baselines need it (pass "
-                         "--cells PATH if the file moved)")
+        raise InputError(
+            f"the source {path} of this data set is gone; expression baselines need it (pass "
+            "--cells PATH if the file moved)"
+        )
     genes = list(manifest.dataset_genes)
     wanted = list(dict.fromkeys(str(c) for c in cell_ids))
     with H5adFile(path, recipe.matrix) as h5:
@@ -74,13 +83,16 @@ def _file_rows(file_ids: np.ndarray, wanted: list[str], path: Path) -> dict[str,
         rows.setdefault(cell_id, i)
     missing = [c for c in wanted if c not in rows]
     if missing:
-        raise InputError(f"{len(missing)} cell id(s) of the split (e.g. {missing[0]!r}) are not in {path}; "
-                         "is this the file the data set was prepared from?")
+        raise InputError(
+            f"{len(missing)} cell id(s) of the split (e.g. {missing[0]!r}) are not in {path}; "
+            "is this the file the data set was prepared from?"
+        )
     return {c: rows[c] for c in wanted}
 
 
-def _stream(stream: SentenceStream, file_rows: dict[str, int], columns: np.ndarray, n_genes: int,
-            chunk_size: int) -> dict[int, tuple[sp.csr_matrix, str]]:
+def _stream(
+    stream: SentenceStream, file_rows: dict[str, int], columns: np.ndarray, n_genes: int, chunk_size: int
+) -> dict[int, tuple[sp.csr_matrix, str]]:
     """{file row: (normalised 1 x n_genes row, top-N sentence)} for the wanted rows."""
     found = {}
     wanted = np.unique(np.fromiter(file_rows.values(), dtype=np.int64, count=len(file_rows)))
@@ -91,7 +103,8 @@ def _stream(stream: SentenceStream, file_rows: dict[str, int], columns: np.ndarr
             lo, hi = ranked.indptr[i], ranked.indptr[i + 1]
             gene_cols = columns[ranked.genes[lo:hi]]
             ok = gene_cols >= 0
-            row = sp.csr_matrix((ranked.values[lo:hi][ok], (np.zeros(int(ok.sum()), np.int64), gene_cols[ok])),
-                                shape=(1, n_genes))
+            row = sp.csr_matrix(
+                (ranked.values[lo:hi][ok], (np.zeros(int(ok.sum()), np.int64), gene_cols[ok])), shape=(1, n_genes)
+            )
             found[start + i] = (row, " ".join(stream.sentence(ranked, i)))
     return found

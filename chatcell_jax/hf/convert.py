@@ -1,4 +1,5 @@
 """import-hf / export-hf: between HF T5 directories and our model directories."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import jax
 from chatcell_jax.errors import InputError
 from chatcell_jax.hf.files import atomic_dir, copy_tokenizer, tokenizer_files
 from chatcell_jax.hf.mapping import params_to_hf
-from chatcell_jax.model.directory import load_model, read_hf, save_model
 from chatcell_jax.model.config import T5Config
+from chatcell_jax.model.directory import load_model, read_hf, save_model
 from chatcell_jax.model.t5 import T5
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,11 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 def generation_config(cfg: T5Config) -> dict:
-    return {"decoder_start_token_id": cfg.decoder_start_token_id, "eos_token_id": cfg.eos_token_id,
-            "pad_token_id": cfg.pad_token_id}
+    return {
+        "decoder_start_token_id": cfg.decoder_start_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "pad_token_id": cfg.pad_token_id,
+    }
 
 
 def save_hf(model: T5, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
@@ -48,7 +52,9 @@ def save_hf(model: T5, out_dir: str | Path, tokenizer_dir: str | Path | None = N
         if tokenizer_dir is not None:
             copy_tokenizer(Path(tokenizer_dir), tmp)
         (tmp / "config.json").write_text(json.dumps(cfg.to_hf_config(), indent=2) + "\n")
-    log.info("exported %s (%d tensors) to %s", "tied v1.0" if cfg.tie_word_embeddings else "untied", len(state), out_dir)
+    log.info(
+        "exported %s (%d tensors) to %s", "tied v1.0" if cfg.tie_word_embeddings else "untied", len(state), out_dir
+    )
     return out_dir
 
 

@@ -4,6 +4,7 @@ Weights are read from safetensors (single or sharded with an index). A `pytorch_
 only through `torch.load(weights_only=True)`, which refuses arbitrary pickled objects; nothing else
 is ever unpickled.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,19 @@ from chatcell_jax.errors import InputError
 log = logging.getLogger(__name__)
 
 # Files a tokenizer directory may hold (HF's slow and fast T5 tokenizers).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "spiece.model", "sentencepiece.bpe.model", "vocab.json", "merges.txt", "vocab.txt",
-                   "chat_template.jinja", "chat_template.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 
 
 def read_json(path: Path) -> dict:
@@ -48,8 +59,10 @@ def _load_torch_bin(path: Path) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
-        raise InputError(f"{path} is a PyTorch pickle; reading it needs torch (pip install 'chatcell-jax[hf]'), "
-                         "or convert the checkpoint to model.safetensors") from None
+        raise InputError(
+            f"{path} is a PyTorch pickle; reading it needs torch (pip install 'chatcell-jax[hf]'), "
+            "or convert the checkpoint to model.safetensors"
+        ) from None
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     out = {}
     for name, tensor in state.items():
@@ -68,16 +81,17 @@ def _sharded(index_path: Path, loader) -> dict[str, np.ndarray]:
 
 def load_hf_weights(hf_dir: Path) -> dict[str, np.ndarray]:
     """State dict of an HF model directory, preferring safetensors."""
-    candidates = [("model.safetensors", _load_safetensors),
-                  ("model.safetensors.index.json", lambda p: _sharded(p, _load_safetensors)),
-                  ("pytorch_model.bin", _load_torch_bin),
-                  ("pytorch_model.bin.index.json", lambda p: _sharded(p, _load_torch_bin))]
+    candidates = [
+        ("model.safetensors", _load_safetensors),
+        ("model.safetensors.index.json", lambda p: _sharded(p, _load_safetensors)),
+        ("pytorch_model.bin", _load_torch_bin),
+        ("pytorch_model.bin.index.json", lambda p: _sharded(p, _load_torch_bin)),
+    ]
     for name, loader in candidates:
         if (hf_dir / name).is_file():
             log.info("reading %s", hf_dir / name)
             return loader(hf_dir / name)
-    raise InputError(f"{hf_dir} has no weights: expected model.safetensors (or a sharded index, or "
-                     "pytorch_model.bin)")
+    raise InputError(f"{hf_dir} has no weights: expected model.safetensors (or a sharded index, or pytorch_model.bin)")
 
 
 def tokenizer_files(directory: Path) -> list[Path]:

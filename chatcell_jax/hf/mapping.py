@@ -5,6 +5,7 @@ input dimension first and heads split out: q/k/v [L, D, H, dk], o [L, H, dk, D],
 wo [L, F, D]. Our vocabulary is padded; HF's is not. The relative-position tables sit in block 0
 of each HF stack and are shared by all blocks, as here.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,11 @@ log = logging.getLogger(__name__)
 
 # HF names that carry nothing of their own: copies of `shared`, and a cross-attention bias old
 # checkpoints carry but T5 never uses.
-IGNORED_HF_KEYS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight",
-                   "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight")
+IGNORED_HF_KEYS = (
+    "encoder.embed_tokens.weight",
+    "decoder.embed_tokens.weight",
+    "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",
+)
 
 
 def _layer_names(cfg: T5Config, decoder: bool) -> dict[str, tuple[str, str]]:
@@ -75,8 +79,10 @@ def _stacks(cfg: T5Config):
 
 def _take(sd: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
     if name not in sd:
-        raise InputError(f"checkpoint has no tensor {name!r} (expected shape {shape}); is it a complete T5 "
-                         "checkpoint matching config.json?")
+        raise InputError(
+            f"checkpoint has no tensor {name!r} (expected shape {shape}); is it a complete T5 "
+            "checkpoint matching config.json?"
+        )
     w = sd[name]
     if tuple(w.shape) != tuple(shape):
         raise InputError(f"tensor {name!r} has shape {tuple(w.shape)}, config.json implies {tuple(shape)}")
@@ -85,7 +91,7 @@ def _take(sd: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.nd
 
 def _pad_rows(w: np.ndarray, rows: int) -> np.ndarray:
     out = np.zeros((rows,) + w.shape[1:], w.dtype)
-    out[:w.shape[0]] = w
+    out[: w.shape[0]] = w
     return out
 
 
@@ -109,7 +115,8 @@ def hf_to_params(sd: dict[str, np.ndarray], cfg: T5Config) -> Params:
         for ours, (hf, kind) in _layer_names(cfg, decoder).items():
             shape = specs[f"{stack}/layers/{ours}"].shape[1:]
             flat[f"{stack}/layers/{ours}"] = np.stack(
-                [_to_ours(_take(sd, f"{stack}.block.{i}.{hf}", _hf_shape(shape, kind)), kind, cfg) for i in range(n)])
+                [_to_ours(_take(sd, f"{stack}.block.{i}.{hf}", _hf_shape(shape, kind)), kind, cfg) for i in range(n)]
+            )
     _warn_unused(sd, cfg)
     return unflatten({k: np.ascontiguousarray(a.astype(dtype)) for k, a in flat.items()})
 
@@ -141,8 +148,10 @@ def _warn_unused(sd: dict[str, np.ndarray], cfg: T5Config) -> None:
 def params_to_hf_names(cfg: T5Config) -> list[str]:
     names = ["shared.weight"] + ([] if cfg.tie_word_embeddings else ["lm_head.weight"])
     for stack, n, decoder in _stacks(cfg):
-        names += [f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                  f"{stack}.final_layer_norm.weight"]
+        names += [
+            f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+            f"{stack}.final_layer_norm.weight",
+        ]
         names += [f"{stack}.block.{i}.{hf}" for hf, _ in _layer_names(cfg, decoder).values() for i in range(n)]
     return names
 
@@ -158,14 +167,15 @@ def resolve_head(cfg: T5Config, sd: dict[str, np.ndarray]) -> tuple[T5Config, di
       d_model**-0.5 into the head (identical up to rounding).
     """
     head, shared = sd.get("lm_head.weight"), sd.get("shared.weight", sd.get("encoder.embed_tokens.weight"))
-    has_own_head = head is not None and shared is not None and not (
-        head.shape == shared.shape and np.array_equal(head, shared))
+    has_own_head = (
+        head is not None and shared is not None and not (head.shape == shared.shape and np.array_equal(head, shared))
+    )
     if cfg.tie_word_embeddings and not has_own_head:
         return cfg, sd
     sd = dict(sd)
     if cfg.tie_word_embeddings:
         log.warning("checkpoint rescales decoder outputs but has its own lm_head: folding d_model**-0.5 into it")
-        sd["lm_head.weight"] = (head.astype(np.float32) * cfg.d_model ** -0.5).astype(head.dtype)
+        sd["lm_head.weight"] = (head.astype(np.float32) * cfg.d_model**-0.5).astype(head.dtype)
     elif head is None:
         if shared is None:
             return cfg, sd

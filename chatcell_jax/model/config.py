@@ -5,6 +5,7 @@ before the head) and v1.1 (gated-GELU, untied head). The HF fields keep HF's nam
 `from_hf_config` / `to_hf_config` are plain copies; our own fields (vocabulary padding, compute
 dtype, scan, remat) never reach an HF `config.json`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,9 +32,21 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"  # package data: an ins
 
 # The fields shared with transformers' T5Config, in its order.
 HF_FIELDS = (
-    "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
-    "relative_attention_num_buckets", "relative_attention_max_distance", "dropout_rate",
-    "layer_norm_epsilon", "feed_forward_proj", "tie_word_embeddings", "pad_token_id", "eos_token_id",
+    "vocab_size",
+    "d_model",
+    "d_kv",
+    "d_ff",
+    "num_layers",
+    "num_decoder_layers",
+    "num_heads",
+    "relative_attention_num_buckets",
+    "relative_attention_max_distance",
+    "dropout_rate",
+    "layer_norm_epsilon",
+    "feed_forward_proj",
+    "tie_word_embeddings",
+    "pad_token_id",
+    "eos_token_id",
     "decoder_start_token_id",
 )
 
@@ -73,15 +86,26 @@ class T5Config:
 
     def validate(self) -> None:
         """Raise InputError naming the first bad field."""
-        for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
-                     "num_heads", "relative_attention_num_buckets", "relative_attention_max_distance",
-                     "vocab_multiple"):
+        for name in (
+            "vocab_size",
+            "d_model",
+            "d_kv",
+            "d_ff",
+            "num_layers",
+            "num_decoder_layers",
+            "num_heads",
+            "relative_attention_num_buckets",
+            "relative_attention_max_distance",
+            "vocab_multiple",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"model config: {name} must be a positive integer, got {value!r}")
         if self.feed_forward_proj not in FEED_FORWARD:
-            raise InputError(f"model config: feed_forward_proj {self.feed_forward_proj!r} is not supported; "
-                             f"use one of {sorted(FEED_FORWARD)}")
+            raise InputError(
+                f"model config: feed_forward_proj {self.feed_forward_proj!r} is not supported; "
+                f"use one of {sorted(FEED_FORWARD)}"
+            )
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise InputError(f"model config: {name} must be one of {DTYPES}, got {getattr(self, name)!r}")
@@ -108,7 +132,7 @@ class T5Config:
     def inner_dim(self) -> int:
         return self.num_heads * self.d_kv
 
-    def replace(self, **changes: Any) -> "T5Config":
+    def replace(self, **changes: Any) -> T5Config:
         return dataclasses.replace(self, **changes)
 
     # --- (de)serialisation ---
@@ -116,7 +140,7 @@ class T5Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "T5Config":
+    def from_dict(cls, data: dict[str, Any]) -> T5Config:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -124,13 +148,15 @@ class T5Config:
         return cls(**data)
 
     @classmethod
-    def from_hf_config(cls, hf: dict[str, Any]) -> "T5Config":
+    def from_hf_config(cls, hf: dict[str, Any]) -> T5Config:
         """Build from an HF `config.json` dict; anything that is not a T5 is an InputError."""
         model_type = hf.get("model_type")
         archs = hf.get("architectures") or []
         if model_type != "t5" and "T5ForConditionalGeneration" not in archs:
-            raise InputError(f"config.json describes model_type={model_type!r} (architectures {archs}); only T5 "
-                             "(T5ForConditionalGeneration, v1.0 or v1.1) can be imported")
+            raise InputError(
+                f"config.json describes model_type={model_type!r} (architectures {archs}); only T5 "
+                "(T5ForConditionalGeneration, v1.0 or v1.1) can be imported"
+            )
         # Other keys (generation defaults, bookkeeping) do not change the network and are ignored.
         fields = {k: hf[k] for k in HF_FIELDS if hf.get(k) is not None}
         if "scale_decoder_outputs" in hf:  # transformers >= 5 stores the v1.0 head switch here
@@ -170,8 +196,10 @@ def load_preset(name_or_path: str | Path, **overrides: Any) -> T5Config:
     if path.suffix not in (".yaml", ".yml"):
         path = PRESET_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise InputError(f"unknown model preset {str(name_or_path)!r}; presets: {', '.join(preset_names())} "
-                             "(or give a path to a .yaml file)")
+            raise InputError(
+                f"unknown model preset {str(name_or_path)!r}; presets: {', '.join(preset_names())} "
+                "(or give a path to a .yaml file)"
+            )
     elif not path.is_file():
         raise InputError(f"model config file {path} does not exist")
     data = yaml.safe_load(path.read_text()) or {}

@@ -11,6 +11,7 @@ Format (version 1):
 safetensors rather than an Orbax tree: one self-describing file, readable without JAX, bit-exact.
 Training checkpoints (optimizer state, data position) are Orbax and live elsewhere.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ PARAMS_FILE = "params.safetensors"
 TOKENIZER_DIR = "tokenizer"
 
 
-def save_model(model: T5, config: T5Config | None, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+def save_model(
+    model: T5, config: T5Config | None, out_dir: str | Path, tokenizer_dir: str | Path | None = None
+) -> Path:
     """Write `model` as a model directory (atomically). `config` defaults to `model.config`."""
     from safetensors.numpy import save_file
 
@@ -47,15 +50,18 @@ def save_model(model: T5, config: T5Config | None, out_dir: str | Path, tokenize
         if tokenizer_dir is not None:
             copy_tokenizer(Path(tokenizer_dir), tmp / TOKENIZER_DIR)
         # Written last: its presence marks a complete directory.
-        (tmp / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, "version": 1, "config": config.to_dict()},
-                                                  indent=2) + "\n")
+        (tmp / CONFIG_FILE).write_text(
+            json.dumps({"format": FORMAT, "version": 1, "config": config.to_dict()}, indent=2) + "\n"
+        )
     log.info("saved model (%s) to %s", _describe(config), out_dir)
     return out_dir
 
 
 def _describe(cfg: T5Config) -> str:
-    return (f"d_model={cfg.d_model}, layers={cfg.num_layers}+{cfg.num_decoder_layers}, vocab={cfg.vocab_size}, "
-            f"{'tied v1.0' if cfg.tie_word_embeddings else 'untied'} {cfg.feed_forward_proj}")
+    return (
+        f"d_model={cfg.d_model}, layers={cfg.num_layers}+{cfg.num_decoder_layers}, vocab={cfg.vocab_size}, "
+        f"{'tied v1.0' if cfg.tie_word_embeddings else 'untied'} {cfg.feed_forward_proj}"
+    )
 
 
 def _load_ours(model_dir: Path) -> tuple[T5Config, Params]:
@@ -63,8 +69,10 @@ def _load_ours(model_dir: Path) -> tuple[T5Config, Params]:
 
     meta = read_json(model_dir / CONFIG_FILE)
     if meta.get("format") != FORMAT or meta.get("version") != 1:
-        raise InputError(f"{model_dir / CONFIG_FILE} is not a chatcell-jax model config (format {meta.get('format')!r}, "
-                         f"version {meta.get('version')!r})")
+        raise InputError(
+            f"{model_dir / CONFIG_FILE} is not a chatcell-jax model config (format {meta.get('format')!r}, "
+            f"version {meta.get('version')!r})"
+        )
     config = T5Config.from_dict(meta["config"])
     if not (model_dir / PARAMS_FILE).is_file():
         raise InputError(f"{model_dir} has {CONFIG_FILE} but no {PARAMS_FILE}")
@@ -87,8 +95,9 @@ def is_model_dir(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file()
 
 
-def load_model(model_ref: str | Path, mesh: jax.sharding.Mesh | None = None,
-               **overrides) -> tuple[T5Config, T5, Path | None]:
+def load_model(
+    model_ref: str | Path, mesh: jax.sharding.Mesh | None = None, **overrides
+) -> tuple[T5Config, T5, Path | None]:
     """(config, model, tokenizer_dir or None) from our model directory or an HF T5 directory.
 
     With `mesh`, parameters are placed sharded by the logical axis rules. `overrides` replace
@@ -103,9 +112,12 @@ def load_model(model_ref: str | Path, mesh: jax.sharding.Mesh | None = None,
         config, params = read_hf(path, **overrides)
         tokenizer = path if tokenizer_files(path) else None
     else:
-        raise InputError(f"{path} is not a model: expected our model directory ({CONFIG_FILE}) or a Hugging Face "
-                         "directory (config.json + model.safetensors)")
+        raise InputError(
+            f"{path} is not a model: expected our model directory ({CONFIG_FILE}) or a Hugging Face "
+            "directory (config.json + model.safetensors)"
+        )
     if mesh is not None:
         from chatcell_jax.model.sharding import shard_params
+
         params = shard_params(params, config, mesh)
     return config, T5.from_params(config, params), tokenizer

@@ -3,6 +3,7 @@
 Arrays in, arrays out; parameters arrive as plain arrays (one layer's slice of the stacked table).
 Numerics: matmuls in the compute dtype, but norms, attention logits, softmax run in float32.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,9 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
-def relative_position_bucket(relative: jax.Array, bidirectional: bool, num_buckets: int,
-                             max_distance: int) -> jax.Array:
+def relative_position_bucket(
+    relative: jax.Array, bidirectional: bool, num_buckets: int, max_distance: int
+) -> jax.Array:
     """T5's bucket of (key position - query position): exact for small distances, logarithmic up
     to `max_distance`, one bucket beyond. The encoder tells left from right (half the buckets
     each); the decoder only looks left. Same float32 arithmetic as transformers, so the buckets
@@ -53,17 +55,28 @@ def relative_position_bucket(relative: jax.Array, bidirectional: bool, num_bucke
     return bucket + jnp.where(distance < max_exact, distance, large)
 
 
-def position_bias(table: jax.Array, query_pos: jax.Array, key_pos: jax.Array, bidirectional: bool,
-                  max_distance: int) -> jax.Array:
+def position_bias(
+    table: jax.Array, query_pos: jax.Array, key_pos: jax.Array, bidirectional: bool, max_distance: int
+) -> jax.Array:
     """[heads, Tq, Tk] float32 bias from the [buckets, heads] table."""
-    buckets = relative_position_bucket(key_pos[None, :] - query_pos[:, None], bidirectional,
-                                       table.shape[0], max_distance)
+    buckets = relative_position_bucket(
+        key_pos[None, :] - query_pos[:, None], bidirectional, table.shape[0], max_distance
+    )
     return jnp.transpose(jnp.take(table.astype(jnp.float32), buckets, axis=0), (2, 0, 1))
 
 
-def attention(x: jax.Array, q_w: jax.Array, o_w: jax.Array, keys: jax.Array, values: jax.Array,
-              bias: jax.Array | None, mask: jax.Array, dtype: jnp.dtype, rate: float,
-              key: jax.Array | None) -> jax.Array:
+def attention(
+    x: jax.Array,
+    q_w: jax.Array,
+    o_w: jax.Array,
+    keys: jax.Array,
+    values: jax.Array,
+    bias: jax.Array | None,
+    mask: jax.Array,
+    dtype: jnp.dtype,
+    rate: float,
+    key: jax.Array | None,
+) -> jax.Array:
     """Multi-head attention of queries from `x` [B, Tq, D] over precomputed keys/values
     [B, Tk, H, dk]. No 1/sqrt(d_kv) scaling: T5 folds it into the query weights.
 
@@ -79,8 +92,17 @@ def attention(x: jax.Array, q_w: jax.Array, o_w: jax.Array, keys: jax.Array, val
     return jnp.einsum("bqhk,hkd->bqd", out, o_w.astype(dtype))
 
 
-def cached_attention(x: jax.Array, q_w: jax.Array, o_w: jax.Array, keys: jax.Array, values: jax.Array,
-                     bias: jax.Array | None, mask: jax.Array, dtype: jnp.dtype, keys_time_last: bool) -> jax.Array:
+def cached_attention(
+    x: jax.Array,
+    q_w: jax.Array,
+    o_w: jax.Array,
+    keys: jax.Array,
+    values: jax.Array,
+    bias: jax.Array | None,
+    mask: jax.Array,
+    dtype: jnp.dtype,
+    keys_time_last: bool,
+) -> jax.Array:
     """One query position per row, x [N, D], over cached keys [B, H, G or 1, dk, T] (keys_time_last)
     or [B, H, G or 1, T, dk], and values [B, H, G or 1, T, dk].
 
@@ -115,8 +137,7 @@ def cached_attention(x: jax.Array, q_w: jax.Array, o_w: jax.Array, keys: jax.Arr
 
 def project_kv(x: jax.Array, k_w: jax.Array, v_w: jax.Array, dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
     """Keys and values [B, T, H, dk] for attention over `x` [B, T, D]."""
-    return (jnp.einsum("btd,dhk->bthk", x, k_w.astype(dtype)),
-            jnp.einsum("btd,dhk->bthk", x, v_w.astype(dtype)))
+    return (jnp.einsum("btd,dhk->bthk", x, k_w.astype(dtype)), jnp.einsum("btd,dhk->bthk", x, v_w.astype(dtype)))
 
 
 _ACTIVATIONS = {
@@ -126,8 +147,9 @@ _ACTIVATIONS = {
 }
 
 
-def feed_forward(x: jax.Array, p: dict[str, jax.Array], activation: str, dtype: jnp.dtype, rate: float,
-                 key: jax.Array | None) -> jax.Array:
+def feed_forward(
+    x: jax.Array, p: dict[str, jax.Array], activation: str, dtype: jnp.dtype, rate: float, key: jax.Array | None
+) -> jax.Array:
     """wo(act(x wi)) or, gated (v1.1), wo(act(x wi_0) * (x wi_1)); dropout before wo as in HF."""
     act = _ACTIVATIONS[activation]
     if "wi" in p:

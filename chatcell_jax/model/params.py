@@ -8,6 +8,7 @@ Initialisers follow transformers' `T5PreTrainedModel._init_weights` (factor 1.0)
 untied head N(0, 1); q N(0, (d_model * d_kv)^-0.5); k, v N(0, d_model^-0.5); o N(0, (heads *
 d_kv)^-0.5); wi N(0, d_model^-0.5); wo N(0, d_ff^-0.5); relative bias N(0, d_model^-0.5); norms 1.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,17 +35,17 @@ def _attention(prefix: str, cfg: T5Config, n: int) -> dict[str, ParamSpec]:
     qkv_axes = ("layers", "embed", "heads", "kv")
     return {
         f"{prefix}q": ParamSpec((n, d, h, k), qkv_axes, (d * k) ** -0.5),
-        f"{prefix}k": ParamSpec((n, d, h, k), qkv_axes, d ** -0.5),
-        f"{prefix}v": ParamSpec((n, d, h, k), qkv_axes, d ** -0.5),
+        f"{prefix}k": ParamSpec((n, d, h, k), qkv_axes, d**-0.5),
+        f"{prefix}v": ParamSpec((n, d, h, k), qkv_axes, d**-0.5),
         f"{prefix}o": ParamSpec((n, h, k, d), ("layers", "heads", "kv", "embed"), (h * k) ** -0.5),
     }
 
 
 def _mlp(cfg: T5Config, n: int) -> dict[str, ParamSpec]:
     d, f = cfg.d_model, cfg.d_ff
-    wi = ParamSpec((n, d, f), ("layers", "embed", "mlp"), d ** -0.5)
+    wi = ParamSpec((n, d, f), ("layers", "embed", "mlp"), d**-0.5)
     specs = {"wi_0": wi, "wi_1": wi} if cfg.gated else {"wi": wi}
-    specs["wo"] = ParamSpec((n, f, d), ("layers", "mlp", "embed"), f ** -0.5)
+    specs["wo"] = ParamSpec((n, f, d), ("layers", "mlp", "embed"), f**-0.5)
     return specs
 
 
@@ -62,7 +63,7 @@ def _stack(cfg: T5Config, n: int, decoder: bool) -> dict[str, Any]:
         layers.update(_attention("cross_", cfg, n))
     layers["mlp_norm"] = _norm(n, d)
     layers.update(_mlp(cfg, n))
-    relpos = ParamSpec((cfg.relative_attention_num_buckets, cfg.num_heads), ("relpos_buckets", "heads"), d ** -0.5)
+    relpos = ParamSpec((cfg.relative_attention_num_buckets, cfg.num_heads), ("relpos_buckets", "heads"), d**-0.5)
     return {"relpos": relpos, "layers": layers, "final_norm": _norm(None, d)}
 
 
@@ -120,7 +121,7 @@ def _normal(key: jax.Array, spec: ParamSpec) -> jax.Array:
     shape = spec.shape
     if "kv" in spec.axes:
         i = spec.axes.index("kv")
-        shape = shape[:i - 1] + (shape[i - 1] * shape[i],) + shape[i + 1:]
+        shape = shape[: i - 1] + (shape[i - 1] * shape[i],) + shape[i + 1 :]
     return jax.random.normal(key, shape, jnp.float32).reshape(spec.shape)
 
 

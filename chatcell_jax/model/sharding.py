@@ -8,6 +8,7 @@ Explicit, would demand an out_sharding on every gather).
 Parameters are born sharded: `create_sharded_model` runs the initialiser under `jax.jit` with
 `out_shardings`, so no device ever holds a full copy.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,9 @@ def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence[jax.Device] |
     devices = list(jax.devices() if devices is None else devices)
     shape = list(shape)
     if len(shape) != 3 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
-        raise InputError(f"mesh shape {tuple(shape)} must be three positive sizes (data, fsdp, model), "
-                         "one of which may be -1")
+        raise InputError(
+            f"mesh shape {tuple(shape)} must be three positive sizes (data, fsdp, model), one of which may be -1"
+        )
     if -1 in shape:
         rest = math.prod(s for s in shape if s != -1)
         if len(devices) % rest:
@@ -59,8 +61,12 @@ def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence[jax.Device] |
     return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=auto, devices=devices)
 
 
-def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int] | None = None,
-                    mesh: jax.sharding.Mesh | None = None, rules=LOGICAL_AXIS_RULES) -> PartitionSpec:
+def logical_to_spec(
+    axes: Sequence[str | None],
+    shape: Sequence[int] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    rules=LOGICAL_AXIS_RULES,
+) -> PartitionSpec:
     """PartitionSpec for logical `axes`. A mesh axis is used at most once; with `shape` and `mesh`,
     a dimension the mesh axes do not divide is left replicated (JAX rejects uneven shardings)."""
     table = dict(rules)
@@ -102,8 +108,10 @@ def fit_config(config: T5Config, mesh: jax.sharding.Mesh) -> T5Config:
 
 def param_shardings(config: T5Config, mesh: jax.sharding.Mesh) -> Params:
     """NamedSharding for every parameter, in the nested layout of `T5.params()`."""
-    flat = {path: NamedSharding(mesh, logical_to_spec(spec.axes, spec.shape, mesh))
-            for path, spec in flatten(param_specs(config)).items()}
+    flat = {
+        path: NamedSharding(mesh, logical_to_spec(spec.axes, spec.shape, mesh))
+        for path, spec in flatten(param_specs(config)).items()
+    }
     return unflatten(flat)
 
 
@@ -130,5 +138,7 @@ def create_sharded_model(config: T5Config, mesh: jax.sharding.Mesh, seed: int = 
 
 def describe(params: Params) -> dict[str, str]:
     """{path: "shape spec"} of placed parameters, for logs and tests."""
-    return {k: f"{tuple(np.shape(v))} {getattr(getattr(v, 'sharding', None), 'spec', None)}"
-            for k, v in flatten(params).items()}
+    return {
+        k: f"{tuple(np.shape(v))} {getattr(getattr(v, 'sharding', None), 'spec', None)}"
+        for k, v in flatten(params).items()
+    }

@@ -18,9 +18,11 @@ Layers are stacked ([L, ...] per weight) and run with `lax.scan` (or an unrolled
 `scan_layers=False`), optionally under `jax.checkpoint` (remat). Dropout takes an explicit PRNG key
 (`dropout_rng`), so no random state lives in the module or its checkpoints.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +31,16 @@ from flax import nnx
 
 from chatcell_jax.errors import InputError
 from chatcell_jax.model.config import T5Config
-from chatcell_jax.model.layers import (attention, cached_attention, dropout, feed_forward, position_bias,
-                                       project_kv, rms_norm)
-from chatcell_jax.model.params import ParamSpec, Params, flatten, init_params, param_specs
+from chatcell_jax.model.layers import (
+    attention,
+    cached_attention,
+    dropout,
+    feed_forward,
+    position_bias,
+    project_kv,
+    rms_norm,
+)
+from chatcell_jax.model.params import Params, ParamSpec, flatten, init_params, param_specs
 
 # Logit of padded vocabulary columns: never sampled, never chosen, exp() == 0 in any softmax, and
 # finite so sums and temperature scaling cannot produce NaN.
@@ -56,8 +65,13 @@ def _layer_keys(key: jax.Array | None, n: int) -> jax.Array | None:
     return None if key is None else jax.random.split(key, n)
 
 
-def _run_layers(cfg: T5Config, layers: Params, x: jax.Array, keys: jax.Array | None,
-                body: Callable[[jax.Array, Params, Any], jax.Array]) -> jax.Array:
+def _run_layers(
+    cfg: T5Config,
+    layers: Params,
+    x: jax.Array,
+    keys: jax.Array | None,
+    body: Callable[[jax.Array, Params, Any], jax.Array],
+) -> jax.Array:
     """Apply `body(x, layer_params, layer_key)` for every layer of a stacked table."""
     if cfg.remat != "none":
         body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
@@ -81,7 +95,7 @@ def lm_logits(cfg: T5Config, params: Params, hidden: jax.Array) -> jax.Array:
     """
     h = hidden.astype(jnp.float32)
     if cfg.tie_word_embeddings:
-        logits = (h * cfg.d_model ** -0.5) @ params["shared"].astype(jnp.float32).T
+        logits = (h * cfg.d_model**-0.5) @ params["shared"].astype(jnp.float32).T
     else:
         logits = h @ params["lm_head"].astype(jnp.float32)
     real = np.arange(logits.shape[-1]) < cfg.vocab_size
@@ -105,8 +119,14 @@ def _segment_mask(query_segments: jax.Array, key_segments: jax.Array) -> jax.Arr
     return (same & (key_segments[:, None, :] != 0))[:, None]
 
 
-def encode(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask: jax.Array,
-           dropout_rng: jax.Array | None = None, segment_ids: jax.Array | None = None) -> jax.Array:
+def encode(
+    cfg: T5Config,
+    params: Params,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    dropout_rng: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+) -> jax.Array:
     """Encoder hidden states [B, S, D] (compute dtype). `dropout_rng=None`: no dropout.
     `segment_ids` [B, S] (packed rows, see chatcell_jax.train.packing) keep attention inside an example."""
     dtype, rate, eps = jnp.dtype(cfg.dtype), cfg.dropout_rate, cfg.layer_norm_epsilon
@@ -130,10 +150,17 @@ def encode(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask: 
     return dropout(rms_norm(x, stack["final_norm"], eps, dtype), rate, keys[2])
 
 
-def decode(cfg: T5Config, params: Params, decoder_input_ids: jax.Array, encoder_hidden: jax.Array,
-           attention_mask: jax.Array, decoder_attention_mask: jax.Array | None = None,
-           dropout_rng: jax.Array | None = None, segment_ids: jax.Array | None = None,
-           encoder_segment_ids: jax.Array | None = None) -> jax.Array:
+def decode(
+    cfg: T5Config,
+    params: Params,
+    decoder_input_ids: jax.Array,
+    encoder_hidden: jax.Array,
+    attention_mask: jax.Array,
+    decoder_attention_mask: jax.Array | None = None,
+    dropout_rng: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    encoder_segment_ids: jax.Array | None = None,
+) -> jax.Array:
     """Decoder hidden states [B, T, D] with causal self-attention and cross-attention. With packed
     rows, `segment_ids` [B, T] and `encoder_segment_ids` [B, S] pair each answer with its question."""
     dtype, rate, eps = jnp.dtype(cfg.dtype), cfg.dropout_rate, cfg.layer_norm_epsilon
@@ -154,11 +181,16 @@ def decode(cfg: T5Config, params: Params, decoder_input_ids: jax.Array, encoder_
     def layer(x, p, key):
         h = rms_norm(x, p["self_norm"], eps, dtype)
         k, v = project_kv(h, p["k"], p["v"], dtype)
-        x = x + dropout(attention(h, p["q"], p["o"], k, v, bias, self_mask, dtype, rate, _site(key, 0)), rate, _site(key, 1))
+        x = x + dropout(
+            attention(h, p["q"], p["o"], k, v, bias, self_mask, dtype, rate, _site(key, 0)), rate, _site(key, 1)
+        )
         h = rms_norm(x, p["cross_norm"], eps, dtype)
         k, v = project_kv(encoder_hidden, p["cross_k"], p["cross_v"], dtype)
-        x = x + dropout(attention(h, p["cross_q"], p["cross_o"], k, v, None, cross_mask, dtype, rate, _site(key, 2)),
-                        rate, _site(key, 3))
+        x = x + dropout(
+            attention(h, p["cross_q"], p["cross_o"], k, v, None, cross_mask, dtype, rate, _site(key, 2)),
+            rate,
+            _site(key, 3),
+        )
         h = rms_norm(x, p["mlp_norm"], eps, dtype)
         return x + dropout(feed_forward(h, p, cfg.activation, dtype, rate, _site(key, 4)), rate, _site(key, 5))
 
@@ -166,17 +198,33 @@ def decode(cfg: T5Config, params: Params, decoder_input_ids: jax.Array, encoder_
     return dropout(rms_norm(x, stack["final_norm"], eps, dtype), rate, keys[2])
 
 
-def forward(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask: jax.Array,
-            decoder_input_ids: jax.Array, decoder_attention_mask: jax.Array | None = None,
-            dropout_rng: jax.Array | None = None, encoder_segment_ids: jax.Array | None = None,
-            decoder_segment_ids: jax.Array | None = None) -> jax.Array:
+def forward(
+    cfg: T5Config,
+    params: Params,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    decoder_input_ids: jax.Array,
+    decoder_attention_mask: jax.Array | None = None,
+    dropout_rng: jax.Array | None = None,
+    encoder_segment_ids: jax.Array | None = None,
+    decoder_segment_ids: jax.Array | None = None,
+) -> jax.Array:
     """Teacher-forced logits [B, T, padded_vocab] float32. Segment ids: packed rows (both or neither)."""
     if (encoder_segment_ids is None) != (decoder_segment_ids is None):
         raise ValueError("packed rows need both encoder_segment_ids and decoder_segment_ids")
     k_enc, k_dec = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
     enc = encode(cfg, params, input_ids, attention_mask, k_enc, encoder_segment_ids)
-    dec = decode(cfg, params, decoder_input_ids, enc, attention_mask, decoder_attention_mask, k_dec,
-                 decoder_segment_ids, encoder_segment_ids)
+    dec = decode(
+        cfg,
+        params,
+        decoder_input_ids,
+        enc,
+        attention_mask,
+        decoder_attention_mask,
+        k_dec,
+        decoder_segment_ids,
+        encoder_segment_ids,
+    )
     return lm_logits(cfg, params, dec)
 
 
@@ -190,8 +238,14 @@ def forward(cfg: T5Config, params: Params, input_ids: jax.Array, attention_mask:
 # heads before slots and time (see layers.cached_attention).
 
 
-def init_cache(cfg: T5Config, params: Params, batch_size: int, max_decode_length: int,
-               encoder_hidden: jax.Array, attention_mask: jax.Array) -> Cache:
+def init_cache(
+    cfg: T5Config,
+    params: Params,
+    batch_size: int,
+    max_decode_length: int,
+    encoder_hidden: jax.Array,
+    attention_mask: jax.Array,
+) -> Cache:
     """Decoding state for N = `batch_size` rows, a multiple K of the encoder batch B: row b * K + k
     is beam slot k of input b (the layout of `chatcell_jax.serve.decoding`; K = 1 without beams).
 
@@ -216,10 +270,14 @@ def init_cache(cfg: T5Config, params: Params, batch_size: int, max_decode_length
     zeros = lambda *shape: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_decoder_layers))
     h, t, dk = cfg.num_heads, max_decode_length, cfg.d_kv
     keys_shape = (b, h, beams, dk, t) if beams == 1 else (b, h, beams, t, dk)
-    return {"self_k": zeros(*keys_shape), "self_v": zeros(b, h, beams, t, dk),
-            "beam_path": jnp.zeros((b, beams, t), jnp.int32),
-            "cross_k": cross(layers["cross_k"], "bsd,dhk->bhks"), "cross_v": cross(layers["cross_v"], "bsd,dhk->bhsk"),
-            "encoder_mask": attention_mask.astype(bool)[:, None, None, :]}
+    return {
+        "self_k": zeros(*keys_shape),
+        "self_v": zeros(b, h, beams, t, dk),
+        "beam_path": jnp.zeros((b, beams, t), jnp.int32),
+        "cross_k": cross(layers["cross_k"], "bsd,dhk->bhks"),
+        "cross_v": cross(layers["cross_v"], "bsd,dhk->bhsk"),
+        "encoder_mask": attention_mask.astype(bool)[:, None, None, :],
+    }
 
 
 def reorder_cache(cache: Cache, indices: jax.Array) -> Cache:
@@ -230,8 +288,9 @@ def reorder_cache(cache: Cache, indices: jax.Array) -> Cache:
     return dict(cache, beam_path=jnp.take(path.reshape(b * k, t), indices, axis=0).reshape(b, k, t))
 
 
-def decode_step(cfg: T5Config, params: Params, token_ids: jax.Array, cache: Cache,
-                step_index: jax.Array | int) -> tuple[jax.Array, Cache]:
+def decode_step(
+    cfg: T5Config, params: Params, token_ids: jax.Array, cache: Cache, step_index: jax.Array | int
+) -> tuple[jax.Array, Cache]:
     """One decoder position for every row: token_ids [N] sit at position `step_index` (a traced
     scalar is fine). Returns logits [N, padded_vocab] float32 and the cache with that position's
     keys/values written. Shapes never change, so it runs inside `lax.while_loop`. `params` may have
@@ -242,8 +301,9 @@ def decode_step(cfg: T5Config, params: Params, token_ids: jax.Array, cache: Cach
     b, beams, length = cache["beam_path"].shape
     slots = jnp.arange(beams, dtype=jnp.int32)
     # This position of every slot's prefix is the slot's own new entry.
-    path = jax.lax.dynamic_update_slice_in_dim(cache["beam_path"], jnp.broadcast_to(slots[:, None], (b, beams, 1)),
-                                               step, axis=2)
+    path = jax.lax.dynamic_update_slice_in_dim(
+        cache["beam_path"], jnp.broadcast_to(slots[:, None], (b, beams, 1)), step, axis=2
+    )
     key_pos = jnp.arange(length)
     self_mask = key_pos <= step
     bias = position_bias(stack["relpos"], step[None], key_pos, False, cfg.relative_attention_max_distance)[None]
@@ -258,8 +318,17 @@ def decode_step(cfg: T5Config, params: Params, token_ids: jax.Array, cache: Cach
         self_v[i] = _write_position(self_v[i], _project(h, p["v"], dtype), step, 3)
         x = x + _self_attention(h, p, self_k[i], self_v[i], path, bias, self_mask, step, dtype)
         h = rms_norm(x, p["cross_norm"], eps, dtype)
-        x = x + cached_attention(h, p["cross_q"], p["cross_o"], cache["cross_k"][i], cache["cross_v"][i], None,
-                                 cache["encoder_mask"], dtype, keys_time_last=True)
+        x = x + cached_attention(
+            h,
+            p["cross_q"],
+            p["cross_o"],
+            cache["cross_k"][i],
+            cache["cross_v"][i],
+            None,
+            cache["encoder_mask"],
+            dtype,
+            keys_time_last=True,
+        )
         h = rms_norm(x, p["mlp_norm"], eps, dtype)
         x = x + feed_forward(h, p, cfg.activation, dtype, 0.0, None)
     hidden = rms_norm(x, stack["final_norm"], eps, dtype)
@@ -284,8 +353,17 @@ def _project(h: jax.Array, w: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return jnp.einsum("nd,dhk->nhk", h, w.astype(dtype))
 
 
-def _self_attention(h: jax.Array, p: Params, keys: jax.Array, values: jax.Array, path: jax.Array, bias: jax.Array,
-                    mask: jax.Array, step: jax.Array, dtype: jnp.dtype) -> jax.Array:
+def _self_attention(
+    h: jax.Array,
+    p: Params,
+    keys: jax.Array,
+    values: jax.Array,
+    path: jax.Array,
+    bias: jax.Array,
+    mask: jax.Array,
+    step: jax.Array,
+    dtype: jnp.dtype,
+) -> jax.Array:
     """Attention of each row's new position over its cached prefix, reading only the first `span`
     positions of the cache: the shortest span of `attention_spans(T)` that covers `step`.
 
@@ -299,8 +377,10 @@ def _self_attention(h: jax.Array, p: Params, keys: jax.Array, values: jax.Array,
         def attend(h, keys, values, path, bias, mask):
             k = keys[..., :span] if time_last else keys[..., :span, :]
             k, v = _along_path(k, path[..., :span]), _along_path(values[..., :span, :], path[..., :span])
-            return cached_attention(h, p["q"], p["o"], k, v, bias[..., :span], mask[..., :span], dtype,
-                                    keys_time_last=time_last)
+            return cached_attention(
+                h, p["q"], p["o"], k, v, bias[..., :span], mask[..., :span], dtype, keys_time_last=time_last
+            )
+
         return attend
 
     operands = (h, keys, values, path, bias, mask)
@@ -323,8 +403,7 @@ def _along_path(cache: jax.Array, path: jax.Array) -> jax.Array:
     if cache.shape[2] == 1:
         return cache
     b, h, _, t, _ = cache.shape
-    return cache[jnp.arange(b)[:, None, None, None], jnp.arange(h)[None, :, None, None], path[:, None],
-                 jnp.arange(t)]
+    return cache[jnp.arange(b)[:, None, None, None], jnp.arange(h)[None, :, None, None], path[:, None], jnp.arange(t)]
 
 
 def _write_position(cache: jax.Array, new: jax.Array, step: jax.Array, time_axis: int) -> jax.Array:
@@ -375,7 +454,7 @@ class T5(nnx.Module):
             setattr(self, name, _make(spec, values[name]))
 
     @classmethod
-    def from_params(cls, config: T5Config, params: Params) -> "T5":
+    def from_params(cls, config: T5Config, params: Params) -> T5:
         """A module holding `params` (checked against the parameter table, no random init)."""
         check_params(config, params)
         model = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
@@ -388,21 +467,35 @@ class T5(nnx.Module):
         """Nested dict of arrays (the layout of `param_specs`): the functional API's input."""
         return nnx.to_pure_dict(nnx.state(self, nnx.Param))
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, decoder_input_ids: jax.Array,
-                 decoder_attention_mask: jax.Array | None = None, *, deterministic: bool = True,
-                 dropout_rng: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        decoder_input_ids: jax.Array,
+        decoder_attention_mask: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+        dropout_rng: jax.Array | None = None,
+    ) -> jax.Array:
         """Logits [B, T, padded_vocab] float32; padding columns are PAD_LOGIT."""
         rng = _check_dropout(self.config, deterministic, dropout_rng)
-        return forward(self.config, self.params(), input_ids, attention_mask, decoder_input_ids,
-                       decoder_attention_mask, rng)
+        return forward(
+            self.config, self.params(), input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, rng
+        )
 
-    def encode(self, input_ids: jax.Array, attention_mask: jax.Array, deterministic: bool = True,
-               dropout_rng: jax.Array | None = None) -> jax.Array:
+    def encode(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        deterministic: bool = True,
+        dropout_rng: jax.Array | None = None,
+    ) -> jax.Array:
         rng = _check_dropout(self.config, deterministic, dropout_rng)
         return encode(self.config, self.params(), input_ids, attention_mask, rng)
 
-    def init_cache(self, batch_size: int, max_decode_length: int, encoder_hidden: jax.Array,
-                   attention_mask: jax.Array) -> Cache:
+    def init_cache(
+        self, batch_size: int, max_decode_length: int, encoder_hidden: jax.Array, attention_mask: jax.Array
+    ) -> Cache:
         return init_cache(self.config, self.params(), batch_size, max_decode_length, encoder_hidden, attention_mask)
 
     def decode_step(self, token_ids: jax.Array, cache: Cache, step_index: jax.Array | int) -> tuple[jax.Array, Cache]:
@@ -422,5 +515,7 @@ def check_params(config: T5Config, params: Params) -> None:
             raise InputError(f"parameter {name!r} has shape {have[name]}, the config needs {want[name]}")
     extra = sorted(set(have) - set(want))
     if extra:
-        raise InputError(f"unexpected parameter {extra[0]!r} for this config (tie_word_embeddings="
-                         f"{config.tie_word_embeddings}, feed_forward_proj={config.feed_forward_proj!r})")
+        raise InputError(
+            f"unexpected parameter {extra[0]!r} for this config (tie_word_embeddings="
+            f"{config.tie_word_embeddings}, feed_forward_proj={config.feed_forward_proj!r})"
+        )

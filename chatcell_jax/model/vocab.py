@@ -1,4 +1,5 @@
 """Growing the vocabulary: new embedding rows (and head columns) for added tokens."""
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,7 @@ def _grow(table: jax.Array, real: int, rows: int, new: jax.Array) -> jax.Array:
     """Table [rows, D]: the first `real` old rows verbatim, then `new`, then zero padding."""
     out = jnp.zeros((rows, table.shape[1]), table.dtype)
     out = out.at[:real].set(table[:real])
-    return out.at[real:real + new.shape[0]].set(new)
+    return out.at[real : real + new.shape[0]].set(new)
 
 
 def extend_vocab(model: T5, n_new: int, init: Literal["mean", "normal"] = "mean", seed: int = 0) -> T5:
@@ -42,13 +43,19 @@ def extend_vocab(model: T5, n_new: int, init: Literal["mean", "normal"] = "mean"
     new_cfg = cfg.replace(vocab_size=cfg.vocab_size + n_new)
     params = model.params()
     key_shared, key_head = jax.random.split(jax.random.key(seed))
-    old = params["shared"][:cfg.vocab_size]
-    params["shared"] = _grow(params["shared"], cfg.vocab_size, new_cfg.padded_vocab_size,
-                             _new_rows(old, n_new, init, key_shared))
+    old = params["shared"][: cfg.vocab_size]
+    params["shared"] = _grow(
+        params["shared"], cfg.vocab_size, new_cfg.padded_vocab_size, _new_rows(old, n_new, init, key_shared)
+    )
     if "lm_head" in params:
         head = params["lm_head"].T
-        new = _new_rows(head[:cfg.vocab_size], n_new, init, key_head)
+        new = _new_rows(head[: cfg.vocab_size], n_new, init, key_head)
         params["lm_head"] = _grow(head, cfg.vocab_size, new_cfg.padded_vocab_size, new).T
-    log.info("vocabulary %d -> %d tokens (%d rows with padding), new rows: %s", cfg.vocab_size,
-             new_cfg.vocab_size, new_cfg.padded_vocab_size, init)
+    log.info(
+        "vocabulary %d -> %d tokens (%d rows with padding), new rows: %s",
+        cfg.vocab_size,
+        new_cfg.vocab_size,
+        new_cfg.padded_vocab_size,
+        init,
+    )
     return T5.from_params(new_cfg, params)

@@ -10,19 +10,20 @@ A pseudo-cell question (a cell of a named type) is answered with the best of `ca
 by the model's own annotation (`chatcell_jax.serve.pseudocells`); the answer carries `type_probability`
 and `candidates`, and a note says so. Genes the model does not know are reported in `notes`.
 """
+
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
 from pathlib import Path
 
+from chatcell_jax.errors import InputError
 from chatcell_jax.serve import prompts
 from chatcell_jax.serve.decoding import CHATCELL_SAMPLING, GenerationConfig
-from chatcell_jax.errors import InputError
 from chatcell_jax.serve.generation import Answer, GeneConstraint, Generator, GeneVocabulary
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
-from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.singlecell import tasks
+from chatcell_jax.singlecell.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,13 @@ def generation_config(options: dict, default_new_tokens: int) -> GenerationConfi
         raise InputError(f"mode must be one of {MODES}, not {mode!r}")
     new_tokens = int(options.get("max_new_tokens") or default_new_tokens)
     if mode == "sample":
-        return replace(CHATCELL_SAMPLING, max_new_tokens=new_tokens, temperature=float(options.get("temperature", 1.0)),
-                       top_k=int(options.get("top_k", 50)), top_p=float(options.get("top_p", 0.95)))
+        return replace(
+            CHATCELL_SAMPLING,
+            max_new_tokens=new_tokens,
+            temperature=float(options.get("temperature", 1.0)),
+            top_k=int(options.get("top_k", 50)),
+            top_p=float(options.get("top_p", 0.95)),
+        )
     beams = int(options.get("num_beams", 4)) if mode == "beam" else 1
     return GenerationConfig(max_new_tokens=new_tokens, num_beams=beams)
 
@@ -67,20 +73,28 @@ class ChatEngine:
         analysis = prompts.analyse_question(question, self.manifest)
         notes = []
         if analysis.unknown_gene_like:
-            notes.append(f"{len(analysis.unknown_gene_like)} gene-like word(s) unknown to the model: "
-                         f"{' '.join(analysis.unknown_gene_like[:10])}")
+            notes.append(
+                f"{len(analysis.unknown_gene_like)} gene-like word(s) unknown to the model: "
+                f"{' '.join(analysis.unknown_gene_like[:10])}"
+            )
         if tasks.get(analysis.task).classifies:
             labels = self.manifest.labels_of(tasks.get(analysis.task).label_set)
             if labels:
                 probs = self.generator.classify([question], labels)[0]
                 ranked = sorted(zip(labels, probs.tolist()), key=lambda item: -item[1])
-                return {"task": analysis.task, "output": ranked[0][0], "score": ranked[0][1],
-                        "label_probs": dict(ranked), "notes": notes}
+                return {
+                    "task": analysis.task,
+                    "output": ranked[0][0],
+                    "score": ranked[0][1],
+                    "label_probs": dict(ranked),
+                    "notes": notes,
+                }
             notes.append("the model knows no labels for this task; answering freely")
         return self._generation_answer(question, analysis, options, notes)
 
-    def _generation_answer(self, question: str, analysis: prompts.QuestionAnalysis, options: dict,
-                           notes: list[str]) -> dict:
+    def _generation_answer(
+        self, question: str, analysis: prompts.QuestionAnalysis, options: dict, notes: list[str]
+    ) -> dict:
         n = prompts.top_k_in_question(question, self.top_k)
         cfg = generation_config(options, default_new_tokens=n + 16)
         seed = int(options.get("seed", 0))
@@ -89,25 +103,48 @@ class ChatEngine:
             constraint = GeneConstraint(self.gene_vocabulary(), n) if constrained else None
             best = self.generator.generate([question], cfg, seed=seed, constraint=constraint)[0][0]
             return self._generated(analysis.task, best, notes, "genes" if constrained else "free")
-        cell = pseudo_cells(self.generator, [(question, analysis.cell_type)], GeneConstraint(self.gene_vocabulary(), n),
-                            cfg, seed=seed, candidates=options.get("candidates", DEFAULT_CANDIDATES),
-                            cell_types=list(self.labels.cell_type))[0]
+        cell = pseudo_cells(
+            self.generator,
+            [(question, analysis.cell_type)],
+            GeneConstraint(self.gene_vocabulary(), n),
+            cfg,
+            seed=seed,
+            candidates=options.get("candidates", DEFAULT_CANDIDATES),
+            cell_types=list(self.labels.cell_type),
+        )[0]
         if cell.type_probability is not None:
-            notes.append(f"best of {cell.candidates} candidates by the model's own annotation: "
-                         f"{cell.type_probability:.1%} {cell.cell_type}")
-        return self._generated(analysis.task, cell.answer, notes, "genes", type_probability=cell.type_probability,
-                               candidates=cell.candidates)
+            notes.append(
+                f"best of {cell.candidates} candidates by the model's own annotation: "
+                f"{cell.type_probability:.1%} {cell.cell_type}"
+            )
+        return self._generated(
+            analysis.task,
+            cell.answer,
+            notes,
+            "genes",
+            type_probability=cell.type_probability,
+            candidates=cell.candidates,
+        )
 
     @staticmethod
     def _generated(task: str, answer: Answer, notes: list[str], decoding: str, **extra) -> dict:
-        return {"task": task, "output": answer.text, "score": answer.score, "label_probs": None, "notes": notes,
-                "decoding": decoding, **extra}
+        return {
+            "task": task,
+            "output": answer.text,
+            "score": answer.score,
+            "label_probs": None,
+            "notes": notes,
+            "decoding": decoding,
+            **extra,
+        }
 
     def examples(self) -> dict:
         """Example questions per task, from the manifest's labels and real cell sentences."""
         cell_types = list(self.labels.cell_type[:3])
-        out = {"pseudo_cell_generation": [prompts.generation_prompt(self.top_k, c) for c in cell_types],
-               "random_generation": [prompts.generation_prompt(self.top_k)]}
+        out = {
+            "pseudo_cell_generation": [prompts.generation_prompt(self.top_k, c) for c in cell_types],
+            "random_generation": [prompts.generation_prompt(self.top_k)],
+        }
         sentences = self._example_sentences[:2]
         if cell_types and sentences:
             out["annotation"] = [prompts.annotation_prompt(s) for s in sentences]

@@ -27,6 +27,7 @@ renormalised distribution, and beam scores the model's log-probabilities of the 
 Face's beam search masks log_softmax output). Without a constraint nothing of it is traced, so free
 decoding compiles to exactly the same computation as before.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -67,10 +68,13 @@ class GenerationConfig:
             raise ValueError("num_return_sequences cannot exceed num_beams")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
-        if self.distinct_tokens and (self.max_new_tokens != self.distinct_tokens + 1
-                                     or self.min_new_tokens > self.distinct_tokens):
-            raise ValueError("a constrained search needs max_new_tokens = distinct_tokens + 1 and min_new_tokens "
-                             "at most distinct_tokens; build it with exactly_distinct()")
+        if self.distinct_tokens and (
+            self.max_new_tokens != self.distinct_tokens + 1 or self.min_new_tokens > self.distinct_tokens
+        ):
+            raise ValueError(
+                "a constrained search needs max_new_tokens = distinct_tokens + 1 and min_new_tokens "
+                "at most distinct_tokens; build it with exactly_distinct()"
+            )
 
 
 # ChatCell's published generation settings (its README): sampling, top-k 50, top-p 0.95, no
@@ -125,16 +129,18 @@ def banned_ngram_mask(sequences: jax.Array, cur_len: jax.Array, n: int, vocab: i
     return banned.at[rows, followers].max(matches)
 
 
-def _process(scores: jax.Array, sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig,
-             used: jax.Array | None = None) -> jax.Array:
+def _process(
+    scores: jax.Array, sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig, used: jax.Array | None = None
+) -> jax.Array:
     """Processors that apply before any search decision: no-repeat n-grams, min_new_tokens, the
     distinct-token constraint."""
     banned = _banned(sequences, cur_len, cfg, scores.shape[-1], used)
     return scores if banned is None else jnp.where(banned, -jnp.inf, scores)
 
 
-def _banned(sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig, vocab: int,
-            used: jax.Array | None = None) -> jax.Array | None:
+def _banned(
+    sequences: jax.Array, cur_len: jax.Array, cfg: GenerationConfig, vocab: int, used: jax.Array | None = None
+) -> jax.Array | None:
     """[N, V] True for the tokens the processors forbid now (None: no processor is on). They only
     ever forbid, whatever the scores, so a search may apply this mask to any part of the scores.
     `used` [N, V]: the constraint's mask (see `_initial_used`), given when cfg.distinct_tokens > 0."""
@@ -229,7 +235,11 @@ def row_keys(seed: int, row_ids: jax.Array) -> jax.Array:
 
 
 def sample_or_greedy(
-    step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, keys: jax.Array | None = None,
+    step_fn: StepFn,
+    cache: Any,
+    batch: int,
+    cfg: GenerationConfig,
+    keys: jax.Array | None = None,
     allowed: jax.Array | None = None,
 ) -> Generated:
     """Greedy (do_sample False) or ancestral sampling; one sequence per row of the batch.
@@ -265,8 +275,14 @@ def sample_or_greedy(
         return cur_len + 1, seqs, cache, done | (token == cfg.eos_id), scores, _mark_used(used, token)
 
     # `used` is None for a free search: an empty pytree, so the loop is the unconstrained one.
-    state = (jnp.int32(1), seqs, cache, jnp.zeros(batch, bool), jnp.zeros(batch, jnp.float32),
-             _initial_used(cfg, allowed, batch))
+    state = (
+        jnp.int32(1),
+        seqs,
+        cache,
+        jnp.zeros(batch, bool),
+        jnp.zeros(batch, jnp.float32),
+        _initial_used(cfg, allowed, batch),
+    )
     _, seqs, _, _, scores, _ = jax.lax.while_loop(cond, body, state)
     return Generated(seqs[:, None, :], scores[:, None])
 
@@ -302,8 +318,12 @@ def _categorical(keys: jax.Array, warped: jax.Array, top_k: int) -> jax.Array:
 
 
 def _fast_gumbel_supported(keys: jax.Array) -> bool:
-    return (keys.dtype == jnp.uint32 and keys.shape[-1] == 2 and jax.config.jax_default_prng_impl == "threefry2x32"
-            and bool(jax.config.jax_threefry_partitionable))
+    return (
+        keys.dtype == jnp.uint32
+        and keys.shape[-1] == 2
+        and jax.config.jax_default_prng_impl == "threefry2x32"
+        and bool(jax.config.jax_threefry_partitionable)
+    )
 
 
 def _gumbel_at(key: jax.Array, index: jax.Array) -> jax.Array:
@@ -373,8 +393,7 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
     logits, cache = step_fn(flat[:, cur_len - 1], s["cache"], cur_len - 1)
     V = logits.shape[-1]
     used = s.get("used")
-    topk_lp, idx = _beam_candidates(logits.astype(jnp.float32), flat, cur_len, s["running_scores"], cfg, 2 * K,
-                                    used)
+    topk_lp, idx = _beam_candidates(logits.astype(jnp.float32), flat, cur_len, s["running_scores"], cfg, 2 * K, used)
     beam_idx, token = idx // V, (idx % V).astype(jnp.int32)
     topk_seq = jnp.take_along_axis(s["running"], beam_idx[:, :, None], axis=1)
     topk_seq = topk_seq.at[:, :, cur_len].set(token)
@@ -411,13 +430,29 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
     improvable = s["improvable"] & jnp.any(best_running[:, None] > worst_finished, axis=-1)
     stop_all_finished = jnp.all(finished) & (cfg.early_stopping is True)
     keep_going = jnp.any(improvable) & ~stop_all_finished & ~jnp.all(done)
-    out = dict(cur_len=new_len, running=running, running_scores=run_scores, seqs=seqs, beam_scores=beam_scores,
-               finished=finished, improvable=improvable, keep_going=keep_going, cache=cache)
+    out = dict(
+        cur_len=new_len,
+        running=running,
+        running_scores=run_scores,
+        seqs=seqs,
+        beam_scores=beam_scores,
+        finished=finished,
+        improvable=improvable,
+        keep_going=keep_going,
+        cache=cache,
+    )
     return out if used is None else dict(out, used=used)
 
 
-def _beam_candidates(logits: jax.Array, sequences: jax.Array, cur_len: jax.Array, running_scores: jax.Array,
-                     cfg: GenerationConfig, k: int, used: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def _beam_candidates(
+    logits: jax.Array,
+    sequences: jax.Array,
+    cur_len: jax.Array,
+    running_scores: jax.Array,
+    cfg: GenerationConfig,
+    k: int,
+    used: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """The k best (beam, token) continuations of each input: the top k of
     running score + processed log_softmax(logits) over the [B, K x V] candidates, ties towards the
     lower index, with their flat indices.
@@ -503,9 +538,16 @@ def _top_k_chunked(x: jax.Array, k: int, chunk: int) -> tuple[jax.Array, jax.Arr
     return values, index
 
 
-def generate(step_fn: StepFn, cache: Any, batch: int, cfg: GenerationConfig, keys: jax.Array | None = None,
-             reorder_cache: ReorderFn = _take_rows, length_penalty: jax.Array | float | None = None,
-             allowed: jax.Array | None = None) -> Generated:
+def generate(
+    step_fn: StepFn,
+    cache: Any,
+    batch: int,
+    cfg: GenerationConfig,
+    keys: jax.Array | None = None,
+    reorder_cache: ReorderFn = _take_rows,
+    length_penalty: jax.Array | float | None = None,
+    allowed: jax.Array | None = None,
+) -> Generated:
     """Dispatch on the settings: sampling, greedy (num_beams 1, as in Hugging Face) or beam search.
     `allowed` [V] bool: the token set of a constrained config (`exactly_distinct`), else None."""
     if cfg.do_sample or cfg.num_beams <= 1:

@@ -15,6 +15,7 @@ once, and exactly N of them before EOS (`decoding.exactly_distinct`), so a gener
 valid, duplicate-free list of N genes by construction. The gene set travels as a traced [V] mask:
 one compiled search per N serves every gene set.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from chatcell_jax.serve import decoding
-from chatcell_jax.serve.decoding import GenerationConfig
 from chatcell_jax.errors import InputError
 from chatcell_jax.model import t5
 from chatcell_jax.model.config import T5Config
+from chatcell_jax.serve import decoding
+from chatcell_jax.serve.decoding import GenerationConfig
 from chatcell_jax.singlecell.manifest import Manifest
 from chatcell_jax.tokenizer import META
 
@@ -86,20 +87,31 @@ def single_token_genes(tokenizer, genes: Sequence[str], vocab_size: int) -> Gene
     (our tokenizer holds the genes of the training sentences, not every gene of the data set)."""
     genes = list(dict.fromkeys(genes))
     if not genes:
-        raise InputError(f"no genes to constrain generation to: the manifest lists none; give the training data's "
-                         f"manifest (--manifest), {FREE_HINT}")
+        raise InputError(
+            f"no genes to constrain generation to: the manifest lists none; give the training data's "
+            f"manifest (--manifest), {FREE_HINT}"
+        )
     ids = tokenizer.convert_tokens_to_ids([META + g for g in genes])
     pieces = tokenizer(genes, add_special_tokens=False)["input_ids"]
     special = set(tokenizer.all_special_ids)
-    found = sorted((i, g) for g, i, p in zip(genes, ids, pieces)
-                   if i is not None and p == [i] and 0 <= i < vocab_size and i not in special)
+    found = sorted(
+        (i, g)
+        for g, i, p in zip(genes, ids, pieces)
+        if i is not None and p == [i] and 0 <= i < vocab_size and i not in special
+    )
     if not found:
-        raise InputError("gene-constrained generation needs one token per gene, and this tokenizer has none of the "
-                         f"{len(genes)} genes as a single token (e.g. an add_tokens tokenizer, as the published "
-                         f"ChatCell's); rebuild it with `chatcell tokenizer`, {FREE_HINT}")
+        raise InputError(
+            "gene-constrained generation needs one token per gene, and this tokenizer has none of the "
+            f"{len(genes)} genes as a single token (e.g. an add_tokens tokenizer, as the published "
+            f"ChatCell's); rebuild it with `chatcell tokenizer`, {FREE_HINT}"
+        )
     if len(found) < len(genes):
-        log.info("gene-constrained generation: %d of %d genes are single tokens of the tokenizer; the rest "
-                 "cannot be generated", len(found), len(genes))
+        log.info(
+            "gene-constrained generation: %d of %d genes are single tokens of the tokenizer; the rest "
+            "cannot be generated",
+            len(found),
+            len(genes),
+        )
     return GeneVocabulary(tuple(g for _, g in found), tuple(i for i, _ in found))
 
 
@@ -114,8 +126,10 @@ class GeneConstraint:
         if self.n_genes < 1:
             raise InputError(f"gene-constrained generation needs at least 1 gene, not {self.n_genes}")
         if self.n_genes > len(self.vocabulary):
-            raise InputError(f"{self.n_genes} distinct genes requested, but the model has only {len(self.vocabulary)} "
-                             f"genes as single tokens; ask for at most {len(self.vocabulary)}, {FREE_HINT}")
+            raise InputError(
+                f"{self.n_genes} distinct genes requested, but the model has only {len(self.vocabulary)} "
+                f"genes as single tokens; ask for at most {len(self.vocabulary)}, {FREE_HINT}"
+            )
 
     def config(self, cfg: GenerationConfig) -> GenerationConfig:
         """`cfg`'s search and sampling settings, constrained (max_new_tokens becomes N + 1)."""
@@ -132,8 +146,17 @@ class EncodedPrompts:
 class Generator:
     """A model, its tokenizer and the compiled searches."""
 
-    def __init__(self, config: T5Config, params: dict, tokenizer, *, max_source_length: int = 512,
-                 batch_size: int = 16, length_bucket: int = 64, mesh: jax.sharding.Mesh | None = None):
+    def __init__(
+        self,
+        config: T5Config,
+        params: dict,
+        tokenizer,
+        *,
+        max_source_length: int = 512,
+        batch_size: int = 16,
+        length_bucket: int = 64,
+        mesh: jax.sharding.Mesh | None = None,
+    ):
         self.config, self.params, self.tokenizer = config, params, tokenizer
         self.max_source_length, self.batch_size, self.length_bucket = max_source_length, batch_size, length_bucket
         self.mesh = mesh
@@ -149,7 +172,8 @@ class Generator:
             first = too_long[0]
             raise InputError(
                 f"{len(too_long)} prompt(s) exceed the encoder limit of {self.max_source_length} tokens (prompt "
-                f"{first} has {len(rows[first])}); shorten them, raise --max-source-length, or pass --truncate")
+                f"{first} has {len(rows[first])}); shorten them, raise --max-source-length, or pass --truncate"
+            )
         if too_long:
             log.warning("truncated %d prompt(s) to %d tokens", len(too_long), self.max_source_length)
             eos = self.config.eos_token_id
@@ -207,8 +231,16 @@ class Generator:
         """The manifest's genes that this model's tokenizer holds as single tokens."""
         return single_token_genes(self.tokenizer, manifest_genes(manifest), self.config.vocab_size)
 
-    def generate(self, prompts: Sequence[str], cfg: GenerationConfig, *, seed: int = 0, truncate: bool = False,
-                 progress: bool = False, constraint: GeneConstraint | None = None) -> list[list[Answer]]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        cfg: GenerationConfig,
+        *,
+        seed: int = 0,
+        truncate: bool = False,
+        progress: bool = False,
+        constraint: GeneConstraint | None = None,
+    ) -> list[list[Answer]]:
         """`num_return_sequences` answers per prompt, best first. With `constraint`, every answer is
         exactly N distinct genes of its vocabulary (space-joined), decoded with `cfg`'s search and
         sampling settings; without, free text."""
@@ -227,8 +259,11 @@ class Generator:
             out = run(self.params, ids, mask, decoding.row_keys(seed, rows), jnp.float32(cfg.length_penalty), *extra)
             seqs, scores = np.asarray(out.sequences)[: stop - start], np.asarray(out.scores)[: stop - start]
             for row_seqs, row_scores in zip(seqs, scores):
-                texts = self.decode_tokens(row_seqs) if constraint is None else [
-                    constraint.vocabulary.text(r) for r in row_seqs]
+                texts = (
+                    self.decode_tokens(row_seqs)
+                    if constraint is None
+                    else [constraint.vocabulary.text(r) for r in row_seqs]
+                )
                 answers.append([Answer(t, float(s), r.tolist()) for t, s, r in zip(texts, row_scores, row_seqs)])
         return answers
 
@@ -241,8 +276,9 @@ class Generator:
 
     # --- constrained answers ---------------------------------------------------------------------
 
-    def classify(self, prompts: Sequence[str], labels: Sequence[str], *, truncate: bool = False,
-                 progress: bool = False) -> np.ndarray:
+    def classify(
+        self, prompts: Sequence[str], labels: Sequence[str], *, truncate: bool = False, progress: bool = False
+    ) -> np.ndarray:
         """Probabilities [n_prompts, n_labels] of each label as the whole answer."""
         if not labels:
             raise InputError("no labels to choose from; the model's manifest lists none for this task")
@@ -262,21 +298,30 @@ class Generator:
         return probs / probs.sum(axis=1, keepdims=True)
 
 
-def _search(model_cfg: T5Config, cfg: GenerationConfig, params: dict, ids: jax.Array, mask: jax.Array,
-            keys: jax.Array, length_penalty: jax.Array | None = None,
-            allowed: jax.Array | None = None) -> decoding.Generated:
+def _search(
+    model_cfg: T5Config,
+    cfg: GenerationConfig,
+    params: dict,
+    ids: jax.Array,
+    mask: jax.Array,
+    keys: jax.Array,
+    length_penalty: jax.Array | None = None,
+    allowed: jax.Array | None = None,
+) -> decoding.Generated:
     encoder_hidden = t5.encode(model_cfg, params, ids, mask)
     beams = 1 if cfg.do_sample or cfg.num_beams <= 1 else cfg.num_beams
     batch = ids.shape[0]
     cache = t5.init_cache(model_cfg, params, batch * beams, cfg.max_new_tokens + 1, encoder_hidden, mask)
     step_params = t5.split_decoder_layers(params)
     step = lambda tokens, cache, i: t5.decode_step(model_cfg, step_params, tokens, cache, i)
-    return decoding.generate(step, cache, batch, cfg, keys, reorder_cache=t5.reorder_cache,
-                             length_penalty=length_penalty, allowed=allowed)
+    return decoding.generate(
+        step, cache, batch, cfg, keys, reorder_cache=t5.reorder_cache, length_penalty=length_penalty, allowed=allowed
+    )
 
 
-def _label_log_probs(model_cfg: T5Config, params: dict, ids: jax.Array, mask: jax.Array,
-                     label_ids: jax.Array) -> jax.Array:
+def _label_log_probs(
+    model_cfg: T5Config, params: dict, ids: jax.Array, mask: jax.Array, label_ids: jax.Array
+) -> jax.Array:
     """Sum of log p(label tokens incl. EOS | prompt): [B, C]."""
     batch, n_labels = ids.shape[0], label_ids.shape[0]
     encoder_hidden = t5.encode(model_cfg, params, ids, mask)

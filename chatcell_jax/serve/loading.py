@@ -6,6 +6,7 @@ one (`RUN/model`), or a Hugging Face T5 directory. The tokenizer travels with th
 sentence settings) is looked up as `manifest.json` next to the model, in its run directory, or
 given explicitly; models imported from elsewhere have none until one is given.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,9 +15,9 @@ from pathlib import Path
 import jax
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.serve.generation import Generator
 from chatcell_jax.singlecell import manifest as manifest_lib
 from chatcell_jax.singlecell.manifest import Manifest
-from chatcell_jax.serve.generation import Generator
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,9 @@ log = logging.getLogger(__name__)
 def resolve_model_dir(model_ref: str | Path) -> Path:
     path = Path(model_ref)
     if not path.exists():
-        raise InputError(f"model {path} does not exist; train one with `chatcell train` or import one with "
-                         "`chatcell import-hf`")
+        raise InputError(
+            f"model {path} does not exist; train one with `chatcell train` or import one with `chatcell import-hf`"
+        )
     if (path / "model" / "model_config.json").is_file():  # a training run directory
         return path / "model"
     return path
@@ -53,14 +55,23 @@ def data_parallel_mesh(devices: int | str) -> jax.sharding.Mesh | None:
     except ValueError:
         n = 0
     if not 1 <= n <= len(available):
-        raise InputError(f"--devices {devices!r}: give a number from 1 to {len(available)} (this machine's "
-                         f"{available[0].platform} devices) or 'all'")
+        raise InputError(
+            f"--devices {devices!r}: give a number from 1 to {len(available)} (this machine's "
+            f"{available[0].platform} devices) or 'all'"
+        )
     return None if n == 1 else make_mesh((n, 1, 1), available[:n])
 
 
-def load_generator(model_ref: str | Path, *, manifest: str | Path | None = None, batch_size: int = 16,
-                   max_source_length: int = 512, mesh: jax.sharding.Mesh | None = None,
-                   devices: int | str = 1, dtype: str | None = None) -> tuple[Generator, dict | None]:
+def load_generator(
+    model_ref: str | Path,
+    *,
+    manifest: str | Path | None = None,
+    batch_size: int = 16,
+    max_source_length: int = 512,
+    mesh: jax.sharding.Mesh | None = None,
+    devices: int | str = 1,
+    dtype: str | None = None,
+) -> tuple[Generator, dict | None]:
     """The model's Generator and its manifest. `devices` > 1 (or "all") splits every batch over that
     many local devices (ignored when `mesh` is given); the batch size is then rounded up to a
     multiple of the device count, so that each device gets the same number of rows. `dtype`
@@ -83,13 +94,16 @@ def load_generator(model_ref: str | Path, *, manifest: str | Path | None = None,
     if tokenizer_dir is None:
         raise InputError(f"{model_dir} has no tokenizer files; save the model with its tokenizer directory")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    generator = Generator(config, model.params(), tokenizer, max_source_length=max_source_length,
-                          batch_size=batch_size, mesh=mesh)
+    generator = Generator(
+        config, model.params(), tokenizer, max_source_length=max_source_length, batch_size=batch_size, mesh=mesh
+    )
     return generator, find_manifest(model_dir, manifest)
 
 
 def require_manifest(manifest: Manifest | None, what: str) -> Manifest:
     if manifest is None:
-        raise InputError(f"{what} needs the training data's manifest (labels, sentence settings); pass --manifest "
-                         "DATA_DIR/manifest.json")
+        raise InputError(
+            f"{what} needs the training data's manifest (labels, sentence settings); pass --manifest "
+            "DATA_DIR/manifest.json"
+        )
     return manifest

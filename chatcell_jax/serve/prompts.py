@@ -6,6 +6,7 @@ results reproducible (`PHRASING`). Sentences for new cells are built by the trai
 No QC filter applies here: every cell of the file gets an answer, and a cell with no counts gets an
 empty sentence, which callers report (never silently drop).
 """
+
 from __future__ import annotations
 
 import re
@@ -38,8 +39,10 @@ def sentences_from_h5ad(path: str | Path, recipe: SentenceRecipe, chunk_size: in
         cell_ids = h5.cell_ids()
         for part in stream.chunks(chunk_size):
             n = part.counts.shape[0]
-            yield SentenceChunk([str(c) for c in cell_ids[part.start : part.start + n]],
-                                [" ".join(stream.sentence(part.ranked, i)) for i in range(n)])
+            yield SentenceChunk(
+                [str(c) for c in cell_ids[part.start : part.start + n]],
+                [" ".join(stream.sentence(part.ranked, i)) for i in range(n)],
+            )
 
 
 def annotation_prompt(sentence: str) -> str:
@@ -47,15 +50,17 @@ def annotation_prompt(sentence: str) -> str:
 
 
 def drug_prompt(sentence: str, drug: str) -> str:
-    return templates.render("drug_sensitivity", PHRASING["drug_sensitivity"], n=len(sentence.split()),
-                            genes=sentence, drug=drug)
+    return templates.render(
+        "drug_sensitivity", PHRASING["drug_sensitivity"], n=len(sentence.split()), genes=sentence, drug=drug
+    )
 
 
 def generation_prompt(n_genes: int, cell_type: str | None = None) -> str:
     if cell_type is None:
         return templates.render("random_generation", PHRASING["random_generation"], n=n_genes)
-    return templates.render("pseudo_cell_generation", PHRASING["pseudo_cell_generation"], n=n_genes,
-                            cell_type=cell_type)
+    return templates.render(
+        "pseudo_cell_generation", PHRASING["pseudo_cell_generation"], n=n_genes, cell_type=cell_type
+    )
 
 
 # --- plain-language questions --------------------------------------------------------------------
@@ -92,8 +97,9 @@ def analyse_question(text: str, manifest: Manifest, min_genes: int = 5) -> Quest
         without_labels = re.sub(re.escape(label), " ", without_labels, flags=re.IGNORECASE)
     words = [w.strip(".,;:") for w in _WORD.findall(without_labels)]
     genes = [w for w in words if w.upper() in vocabulary and (w.isupper() or any(c.isdigit() for c in w))]
-    unknown = [w for w in words if w.isupper() and len(w) > 1 and w.upper() not in vocabulary
-               and any(c.isdigit() for c in w)]
+    unknown = [
+        w for w in words if w.isupper() and len(w) > 1 and w.upper() not in vocabulary and any(c.isdigit() for c in w)
+    ]
     lowered = text.lower()
     drugs = list(labels.drug)
     drug = next((d for d in drugs if d.lower() in lowered), None)

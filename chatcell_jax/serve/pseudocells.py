@@ -13,6 +13,7 @@ i * K + j, so its key does not depend on the batch size and K = 1 is plain const
 beam search reranks its own hypotheses (min(K, num_beams) returned beams, at no extra cost); greedy
 has a single answer, so nothing is reranked. With one candidate no annotation is computed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,9 +52,11 @@ class PseudoCell:
 def check_candidates(value: object) -> int:
     """`value` if it is a whole number from 1 to MAX_CANDIDATES, else an InputError naming the fix."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_CANDIDATES:
-        raise InputError(f"candidates must be a whole number from 1 to {MAX_CANDIDATES}, not {value!r}: e.g. "
-                         f"--candidates {DEFAULT_CANDIDATES} (web API: \"candidates\": {DEFAULT_CANDIDATES}); "
-                         "1 is plain constrained sampling")
+        raise InputError(
+            f"candidates must be a whole number from 1 to {MAX_CANDIDATES}, not {value!r}: e.g. "
+            f'--candidates {DEFAULT_CANDIDATES} (web API: "candidates": {DEFAULT_CANDIDATES}); '
+            "1 is plain constrained sampling"
+        )
     return int(value)
 
 
@@ -70,9 +73,18 @@ def candidate_plan(cfg: GenerationConfig, candidates: int) -> tuple[GenerationCo
     return cfg, 1, 1
 
 
-def pseudo_cells(generator: Generator, requests: Sequence[tuple[str, str]], constraint: GeneConstraint,
-                 cfg: GenerationConfig, *, candidates: int = DEFAULT_CANDIDATES, cell_types: Sequence[str] = (),
-                 seed: int = 0, truncate: bool = False, progress: bool = False) -> list[PseudoCell]:
+def pseudo_cells(
+    generator: Generator,
+    requests: Sequence[tuple[str, str]],
+    constraint: GeneConstraint,
+    cfg: GenerationConfig,
+    *,
+    candidates: int = DEFAULT_CANDIDATES,
+    cell_types: Sequence[str] = (),
+    seed: int = 0,
+    truncate: bool = False,
+    progress: bool = False,
+) -> list[PseudoCell]:
     """One gene-constrained pseudo-cell per (prompt, requested cell type): of the request's
     candidates, the one the model annotates as the requested type with the highest probability
     (ties: the first candidate). `cell_types`: the labels the annotation chooses among (the
@@ -84,31 +96,55 @@ def pseudo_cells(generator: Generator, requests: Sequence[tuple[str, str]], cons
     cell_types = list(cell_types)
     unknown = sorted({t for _, t in requests if t not in cell_types}) if candidates > 1 else []
     if unknown:
-        raise InputError(f"unknown cell type(s) {', '.join(map(repr, unknown))}; the model knows: "
-                         f"{', '.join(cell_types)}")
+        raise InputError(
+            f"unknown cell type(s) {', '.join(map(repr, unknown))}; the model knows: {', '.join(cell_types)}"
+        )
     if not requests:
         return []
     cfg, rows, per_request = candidate_plan(cfg, candidates)
-    answers = generator.generate([p for p, _ in requests for _ in range(rows)], cfg, seed=seed, truncate=truncate,
-                                 progress=progress, constraint=constraint)
-    pools = [[a for options in answers[i * rows:(i + 1) * rows] for a in options][:per_request]
-             for i in range(len(requests))]
+    answers = generator.generate(
+        [p for p, _ in requests for _ in range(rows)],
+        cfg,
+        seed=seed,
+        truncate=truncate,
+        progress=progress,
+        constraint=constraint,
+    )
+    pools = [
+        [a for options in answers[i * rows : (i + 1) * rows] for a in options][:per_request]
+        for i in range(len(requests))
+    ]
     if per_request == 1:
         return [PseudoCell(pool[0], t, None, 1) for pool, (_, t) in zip(pools, requests)]
-    probs = type_probabilities(generator, [a.text for pool in pools for a in pool],
-                               [t for _, t in requests for _ in range(per_request)], cell_types, truncate, progress)
-    return [_best(pool, t, probs[i * per_request:(i + 1) * per_request]) for i, (pool, (_, t)) in
-            enumerate(zip(pools, requests))]
+    probs = type_probabilities(
+        generator,
+        [a.text for pool in pools for a in pool],
+        [t for _, t in requests for _ in range(per_request)],
+        cell_types,
+        truncate,
+        progress,
+    )
+    return [
+        _best(pool, t, probs[i * per_request : (i + 1) * per_request])
+        for i, (pool, (_, t)) in enumerate(zip(pools, requests))
+    ]
 
 
-def type_probabilities(generator: Generator, sentences: Sequence[str], requested: Sequence[str],
-                       cell_types: Sequence[str], truncate: bool = False, progress: bool = False) -> np.ndarray:
+def type_probabilities(
+    generator: Generator,
+    sentences: Sequence[str],
+    requested: Sequence[str],
+    cell_types: Sequence[str],
+    truncate: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
     """[n] the model's annotation probability of each sentence's requested type (one batched
     `classify` over every sentence)."""
     from chatcell_jax.serve import prompts
 
-    probs = generator.classify([prompts.annotation_prompt(s) for s in sentences], cell_types, truncate=truncate,
-                               progress=progress)
+    probs = generator.classify(
+        [prompts.annotation_prompt(s) for s in sentences], cell_types, truncate=truncate, progress=progress
+    )
     column = {t: i for i, t in enumerate(cell_types)}
     return probs[list(range(len(sentences))), [column[t] for t in requested]]
 

@@ -14,6 +14,7 @@ Two choices worth knowing:
   on how the file is chunked, and it vectorises over a whole chunk (one sort per chunk). The hash is
   cut to 16 bits so it fits in a packed sort key; the rare equal hashes fall back to gene order.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,12 +61,16 @@ def check_values(chunk: sp.csr_matrix, first_row: int, *, require_integers: bool
     data = chunk.data
     if not np.all(np.isfinite(data)):
         bad = int(np.flatnonzero(~np.isfinite(data))[0])
-        raise InputError(f"the matrix holds NaN or infinite values (first at cell {_row_of(chunk, bad) + first_row}); "
-                         "clean the input or pick the raw counts with --layer/--raw")
+        raise InputError(
+            f"the matrix holds NaN or infinite values (first at cell {_row_of(chunk, bad) + first_row}); "
+            "clean the input or pick the raw counts with --layer/--raw"
+        )
     if np.any(data < 0):
         bad = int(np.flatnonzero(data < 0)[0])
-        raise InputError(f"the matrix holds negative values (first at cell {_row_of(chunk, bad) + first_row}): it "
-                         "looks scaled or centred, not counts; pass the raw counts with --layer NAME or --raw")
+        raise InputError(
+            f"the matrix holds negative values (first at cell {_row_of(chunk, bad) + first_row}): it "
+            "looks scaled or centred, not counts; pass the raw counts with --layer NAME or --raw"
+        )
     if require_integers and data.size and not np.all(data == np.round(data)):
         bad = int(np.flatnonzero(data != np.round(data))[0])
         kind = "log-transformed" if data.max() < 30 else "normalised (e.g. CPM/TPM)"
@@ -136,9 +141,7 @@ def rank_chunk(counts: sp.csr_matrix, first_row: int, seed: int, target_total: f
     return RankedChunk(indptr=counts.indptr.astype(np.int64), genes=genes.astype(np.int64), values=values)
 
 
-def _packed_sort(
-    counts: sp.csr_matrix, rows: np.ndarray, ties: np.ndarray
-) -> tuple[np.ndarray, np.ndarray] | None:
+def _packed_sort(counts: sp.csr_matrix, rows: np.ndarray, ties: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(genes, counts) in canonical order via one uint64 sort, or None when the keys do not fit."""
     gene_bits = max(1, int(counts.shape[1] - 1).bit_length())
     value_bits = 64 - _ROW_BITS - TIE_BITS - gene_bits
@@ -160,8 +163,9 @@ def _packed_sort(
     return genes, ordered
 
 
-def thin_counts(counts: sp.csr_matrix, first_row: int, seed: int, copy: int, min_fraction: float,
-                rows: np.ndarray | None = None) -> sp.csr_matrix:
+def thin_counts(
+    counts: sp.csr_matrix, first_row: int, seed: int, copy: int, min_fraction: float, rows: np.ndarray | None = None
+) -> sp.csr_matrix:
     """Binomial thinning: the cells as if sequenced less deeply (a training augmentation).
 
     Each count of cell i is kept with probability f_i ~ U(min_fraction, 1), drawn with a generator

@@ -6,6 +6,7 @@ cell sentences embedded in annotation and drug instructions), and write the same
 `train/valid/test.jsonl` + `manifest.json` as `chatcell prepare`, so the tokenizer and the trainer
 treat both alike. There is no expression matrix, so the manifest's inverse transform is null.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -52,8 +53,9 @@ def _write(directory: Path, splits: dict[str, list[dict]], src: Path) -> Manifes
         with (directory / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
             for record in records:
                 write_jsonl_line(handle, record)
-                sentence = record["target"].split() if is_gene_list(record["target"]) else embedded_sentence(
-                    record["source"])
+                sentence = (
+                    record["target"].split() if is_gene_list(record["target"]) else embedded_sentence(record["source"])
+                )
                 genes.update(set(sentence))
                 if record["task"] == "annotation":
                     cell_types.add(record["target"].strip())
@@ -65,8 +67,10 @@ def _write(directory: Path, splits: dict[str, list[dict]], src: Path) -> Manifes
         sources=(Source(str(src.resolve()), "chatcell-instructions"),),
         # Drug names are not recoverable from free text; add them with the tokenizer if needed.
         labels=Labels(cell_type=tuple(sorted(cell_types)), response=RESPONSES if has_drug else ()),
-        genes=dict(sorted(genes.items(), key=lambda item: (-item[1], item[0]))), dataset_genes=tuple(sorted(genes)),
-        counts=counts, options={"converted_from": str(src)},
+        genes=dict(sorted(genes.items(), key=lambda item: (-item[1], item[0]))),
+        dataset_genes=tuple(sorted(genes)),
+        counts=counts,
+        options={"converted_from": str(src)},
     )
     manifest.write(directory)
     return manifest

@@ -5,6 +5,7 @@ backed mode streams only `X`: layers and `.raw` would be loaded whole. A CSR mat
 slicing `data`/`indices` between two `indptr` entries; a dense matrix by slicing rows. CSC matrices
 cannot be read by rows without touching every column, so they are loaded whole (with a warning).
 """
+
 from __future__ import annotations
 
 import logging

@@ -9,6 +9,7 @@ The fit streams: the least-squares line, R^2 and Pearson's r come from running s
 exact for any number of cells. Spearman's rho needs every point's rank; it is computed on a seeded
 uniform reservoir sample (default 200,000 points), which the manifest records.
 """
+
 from __future__ import annotations
 
 import logging

@@ -10,6 +10,7 @@ Format versions: 2 (this one) stores a recipe per source and absolute source pat
 manifests are upgraded when read, except when a `--min-cells` gene filter dropped genes, which
 version 1 did not record: then the error asks for the data to be prepared again.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,14 @@ class SentenceRecipe:
     def matrix(self) -> MatrixSpec:
         return MatrixSpec(self.layer, self.use_raw)
 
-    def for_file(self, *, layer: str | None = None, use_raw: bool = False, gene_key: str | None = None,
-                 allow_non_integer: bool = False) -> SentenceRecipe:
+    def for_file(
+        self,
+        *,
+        layer: str | None = None,
+        use_raw: bool = False,
+        gene_key: str | None = None,
+        allow_non_integer: bool = False,
+    ) -> SentenceRecipe:
         """The recipe for another file whose counts or symbols sit elsewhere (given values win)."""
         recipe = self
         if layer or use_raw:
@@ -97,9 +104,11 @@ class Manifest:
         """The sentence recipe of the `kind` source ("cells" or "drug")."""
         source = self.source(kind)
         if source is None or source.recipe is None:
-            raise InputError(f"the data manifest has no {kind!r} source prepared from an .h5ad, so there is no "
-                             "sentence recipe to build its cells' sentences with; prepare the data with "
-                             "`chatcell prepare`")
+            raise InputError(
+                f"the data manifest has no {kind!r} source prepared from an .h5ad, so there is no "
+                "sentence recipe to build its cells' sentences with; prepare the data with "
+                "`chatcell prepare`"
+            )
         return source.recipe
 
     def labels_of(self, label_set: str) -> list[str]:
@@ -107,12 +116,17 @@ class Manifest:
 
     def to_json(self) -> dict:
         return {
-            "format": FORMAT, "version": VERSION, "top_k": self.top_k, "options": self.options,
+            "format": FORMAT,
+            "version": VERSION,
+            "top_k": self.top_k,
+            "options": self.options,
             "sources": [_source_json(s) for s in self.sources],
             "inverse_transform": self.inverse_fit.to_dict() if self.inverse_fit else None,
             "labels": {k: list(v) for k, v in asdict(self.labels).items()},
-            "counts": self.counts, "cells_per_split": self.cells_per_split,
-            "genes": self.genes, "dataset_genes": list(self.dataset_genes),
+            "counts": self.counts,
+            "cells_per_split": self.cells_per_split,
+            "genes": self.genes,
+            "dataset_genes": list(self.dataset_genes),
         }
 
     def write(self, directory: str | Path) -> Path:
@@ -123,8 +137,9 @@ class Manifest:
 
 def _source_json(source: Source) -> dict:
     out = {"path": source.path, "kind": source.kind, **source.stats}
-    out["recipe"] = None if source.recipe is None else {**asdict(source.recipe),
-                                                        "dropped_genes": list(source.recipe.dropped_genes)}
+    out["recipe"] = (
+        None if source.recipe is None else {**asdict(source.recipe), "dropped_genes": list(source.recipe.dropped_genes)}
+    )
     out["inverse_transform"] = source.inverse_fit.to_dict() if source.inverse_fit else None
     return out
 
@@ -149,13 +164,16 @@ def read(path: str | Path) -> Manifest:
         raise InputError(f"{path} is not a chatcell-jax manifest (format {found!r})")
     version = data.get("version")
     if version not in (1, VERSION):
-        raise InputError(f"{path} has manifest version {version!r}; this chatcell-jax reads versions 1 and "
-                         f"{VERSION}: prepare the data again with this version")
+        raise InputError(
+            f"{path} has manifest version {version!r}; this chatcell-jax reads versions 1 and "
+            f"{VERSION}: prepare the data again with this version"
+        )
     try:
         return from_json(data if version == VERSION else _upgrade_v1(data, path))
     except (KeyError, TypeError, ValueError) as err:
-        raise InputError(f"{path} is not a valid manifest ({type(err).__name__}: {err}); prepare the data "
-                         "again") from None
+        raise InputError(
+            f"{path} is not a valid manifest ({type(err).__name__}: {err}); prepare the data again"
+        ) from None
 
 
 def from_json(data: dict) -> Manifest:
@@ -163,9 +181,13 @@ def from_json(data: dict) -> Manifest:
     return Manifest(
         sources=tuple(_source_from_json(s) for s in data["sources"]),
         labels=Labels(**{k: tuple(v or ()) for k, v in data["labels"].items()}),
-        genes=dict(data["genes"]), dataset_genes=tuple(data["dataset_genes"]),
-        counts=data["counts"], top_k=data.get("top_k"), cells_per_split=dict(data.get("cells_per_split") or {}),
-        inverse_fit=InverseFit.from_dict(fit) if fit else None, options=dict(data.get("options") or {}),
+        genes=dict(data["genes"]),
+        dataset_genes=tuple(data["dataset_genes"]),
+        counts=data["counts"],
+        top_k=data.get("top_k"),
+        cells_per_split=dict(data.get("cells_per_split") or {}),
+        inverse_fit=InverseFit.from_dict(fit) if fit else None,
+        options=dict(data.get("options") or {}),
     )
 
 
@@ -189,16 +211,20 @@ def _upgrade_v1(data: dict, path: Path) -> dict:
         kind = section.get("kind")
         if kind in ("cells", "drug"):
             if section.get("genes_dropped_min_cells"):
-                raise InputError(f"{path} (manifest version 1) does not record which genes --min-cells dropped, so "
-                                 "its sentences cannot be rebuilt; prepare the data again with this version")
+                raise InputError(
+                    f"{path} (manifest version 1) does not record which genes --min-cells dropped, so "
+                    "its sentences cannot be rebuilt; prepare the data again with this version"
+                )
             raw_drug = kind == "drug" and drug_options.get("values", "raw") == "raw"
             own = source_options if kind == "cells" else {}
             matrix = section.get("matrix", "X")
             section["recipe"] = {
-                "top_k": int(data.get("top_k") or DEFAULT_TOP_K), "seed": int(options.get("seed", 42)),
+                "top_k": int(data.get("top_k") or DEFAULT_TOP_K),
+                "seed": int(options.get("seed", 42)),
                 "target_total": float(section.get("target_total", 1e4)),
                 "layer": matrix.removeprefix("layers/") if matrix.startswith("layers/") else None,
-                "use_raw": matrix == "raw/X", "gene_key": own.get("gene_key"),
+                "use_raw": matrix == "raw/X",
+                "gene_key": own.get("gene_key"),
                 "require_integers": not (raw_drug or source_options.get("allow_non_integer", False)),
                 "dropped_genes": [],
             }

@@ -8,6 +8,7 @@ Splits are decided per cell between the passes, so no cell can appear in two spl
 written into a hidden temporary directory next to `out_dir` and renamed into place at the end: a
 failed run leaves nothing that looks like a finished dataset.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,7 +90,9 @@ class PrepareOptions:
         if self.top_k < 1:
             raise InputError(f"--top-k must be at least 1, not {self.top_k}")
         if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or abs(sum(self.split_fractions) - 1) > 1e-6:
-            raise InputError(f"split fractions must be three non-negative numbers summing to 1, not {self.split_fractions}")
+            raise InputError(
+                f"split fractions must be three non-negative numbers summing to 1, not {self.split_fractions}"
+            )
         if self.augment < 0:
             raise InputError(f"--augment must be 0 or more copies, not {self.augment}")
         if not 0 < self.augment_min_depth <= 1:
@@ -148,9 +151,11 @@ def assign_splits(
     """Split index (0 train, 1 valid, 2 test, -1 dropped) per cell; seeded, optionally stratified."""
     split = np.full(len(keep), -1, np.int8)
     rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(keep)] if strata is None else [
-        np.flatnonzero(keep & (strata == value)) for value in pd.unique(strata[keep])
-    ]
+    groups = (
+        [np.flatnonzero(keep)]
+        if strata is None
+        else [np.flatnonzero(keep & (strata == value)) for value in pd.unique(strata[keep])]
+    )
     for members in groups:
         members = rng.permutation(members)
         bounds = np.round(np.cumsum(fractions)[:2] * len(members)).astype(int)
@@ -176,8 +181,10 @@ class CellChoices:
 
     @classmethod
     def for_cells(cls, seed: int, cell_index: np.ndarray, tasks: tuple[str, ...]) -> CellChoices:
-        return cls(_hashed(seed, 1, cell_index),
-                   {task: _hashed(seed, 2 + task_registry.NAMES.index(task), cell_index) for task in tasks})
+        return cls(
+            _hashed(seed, 1, cell_index),
+            {task: _hashed(seed, 2 + task_registry.NAMES.index(task), cell_index) for task in tasks},
+        )
 
 
 # --- pass 2: sentences and instructions ------------------------------------------------------------
@@ -287,19 +294,27 @@ def _process_source(source: Source, writer: DatasetWriter, progress: bool) -> So
         empty = stats.genes_per_cell == 0
         keep_cells = ~empty & (stats.genes_per_cell >= min_genes)
         if not keep_cells.any():
-            raise InputError(f"{source.path}: no cells left after filtering (empty cells: {int(empty.sum())}, "
-                             f"below --min-genes {min_genes}: {int((~empty & ~keep_cells).sum())}); relax the filters")
+            raise InputError(
+                f"{source.path}: no cells left after filtering (empty cells: {int(empty.sum())}, "
+                f"below --min-genes {min_genes}: {int((~empty & ~keep_cells).sum())}); relax the filters"
+            )
         target_total = _target_total(h5, opts, keep_cells, keep_genes, stats)
         strata = labels if popts.stratify and labels is not None else None
         split = assign_splits(keep_cells, popts.seed, popts.split_fractions, _strata(strata))
 
         symbols, renamed = gene_symbols(h5, opts.gene_key)
         if renamed:
-            log.warning("%s: %d duplicated gene symbols made unique (SYMBOL-1, SYMBOL-2, ...)", source.path.name,
-                        renamed)
+            log.warning(
+                "%s: %d duplicated gene symbols made unique (SYMBOL-1, SYMBOL-2, ...)", source.path.name, renamed
+            )
         recipe = manifest_lib.SentenceRecipe(
-            top_k=popts.top_k, seed=popts.seed, target_total=target_total, layer=opts.layer, use_raw=opts.use_raw,
-            gene_key=opts.gene_key, require_integers=require_integers,
+            top_k=popts.top_k,
+            seed=popts.seed,
+            target_total=target_total,
+            layer=opts.layer,
+            use_raw=opts.use_raw,
+            gene_key=opts.gene_key,
+            require_integers=require_integers,
             dropped_genes=() if keep_genes is None else tuple(sorted(symbols[~keep_genes].tolist())),
         )
         stream = SentenceStream(h5, recipe)
@@ -330,26 +345,41 @@ def _process_source(source: Source, writer: DatasetWriter, progress: bool) -> So
     }
     _log_drops(source, stats_out)
     kept = stream.symbols if stream.keep_genes is None else stream.symbols[stream.keep_genes]
-    entry = manifest_lib.Source(str(Path(source.path).resolve()), "drug" if source.drug else "cells", recipe,
-                                fit.result(), stats_out)
+    entry = manifest_lib.Source(
+        str(Path(source.path).resolve()), "drug" if source.drug else "cells", recipe, fit.result(), stats_out
+    )
     return SourceResult(entry, kept.tolist(), sorted({l for l in (labels if labels is not None else []) if l}))
 
 
-def _thinned_versions(popts: PrepareOptions, stream: SentenceStream, part: RankedCells,
-                      split: np.ndarray) -> list[cells.RankedChunk]:
+def _thinned_versions(
+    popts: PrepareOptions, stream: SentenceStream, part: RankedCells, split: np.ndarray
+) -> list[cells.RankedChunk]:
     """The `augment` thinned copies of the chunk's training cells, ranked (other cells left empty).
 
     Each copy has its own thinning and tie-break seed; its records keep the cell's id (same cell,
     same split).
     """
     in_train = split[part.start : part.start + part.counts.shape[0]] == 0
-    return [stream.rank(cells.thin_counts(part.counts, part.start, popts.seed, copy, popts.augment_min_depth,
-                                          rows=in_train), part.start, seed_offset=copy)
-            for copy in range(1, popts.augment + 1)]
+    return [
+        stream.rank(
+            cells.thin_counts(part.counts, part.start, popts.seed, copy, popts.augment_min_depth, rows=in_train),
+            part.start,
+            seed_offset=copy,
+        )
+        for copy in range(1, popts.augment + 1)
+    ]
 
 
-def _write_chunk(writer: DatasetWriter, source: Source, stream: SentenceStream, versions: list[cells.RankedChunk],
-                 start: int, split: np.ndarray, labels: np.ndarray | None, cell_ids: np.ndarray) -> int:
+def _write_chunk(
+    writer: DatasetWriter,
+    source: Source,
+    stream: SentenceStream,
+    versions: list[cells.RankedChunk],
+    start: int,
+    split: np.ndarray,
+    labels: np.ndarray | None,
+    cell_ids: np.ndarray,
+) -> int:
     """Records for the cells of one chunk; returns how many kept cells had no genes left.
 
     `versions[0]` is the chunk itself, the rest its augmented copies: a training cell's copies follow
@@ -357,8 +387,10 @@ def _write_chunk(writer: DatasetWriter, source: Source, stream: SentenceStream, 
     """
     opts = writer.options
     n_cells = versions[0].n_cells
-    choices = [CellChoices.for_cells(opts.seed + copy, start + np.arange(n_cells), source.tasks)
-               for copy in range(len(versions))]
+    choices = [
+        CellChoices.for_cells(opts.seed + copy, start + np.arange(n_cells), source.tasks)
+        for copy in range(len(versions))
+    ]
     drug_name = source.drug.drug if source.drug else ""
     emptied = 0
     for i in range(n_cells):
@@ -378,8 +410,16 @@ def _write_chunk(writer: DatasetWriter, source: Source, stream: SentenceStream, 
                 writer.cells_per_split[SPLITS[part]] += 1
             for task in _tasks_for_cell(source, opts.mode, label, choices[copy].task_key[i]):
                 text, target = _instruction(task, choices[copy].phrasing_keys[task][i], sentence, label, drug_name)
-                writer.write(part, {"source": text, "target": target, "task": task,
-                                    "cell_id": str(cell_ids[start + i]), "label": label or ""})
+                writer.write(
+                    part,
+                    {
+                        "source": text,
+                        "target": target,
+                        "task": task,
+                        "cell_id": str(cell_ids[start + i]),
+                        "label": label or "",
+                    },
+                )
     return emptied
 
 
@@ -404,8 +444,13 @@ def _target_total(h5: H5adFile, opts: SourceOptions, keep_cells: np.ndarray, kee
 
 
 def _log_drops(source: Source, section: dict) -> None:
-    for key in ("cells_dropped_no_counts", "cells_dropped_min_genes", "cells_dropped_no_counts_after_gene_filter",
-                "cells_missing_label", "genes_dropped_min_cells"):
+    for key in (
+        "cells_dropped_no_counts",
+        "cells_dropped_min_genes",
+        "cells_dropped_no_counts_after_gene_filter",
+        "cells_missing_label",
+        "genes_dropped_min_cells",
+    ):
         if section[key]:
             log.warning("%s: %s = %d", source.path.name, key, section[key])
 
@@ -447,15 +492,17 @@ def _sources(cells_input, drug_input, options: PrepareOptions, drug, drug_source
     if drug_input is not None:
         if drug is None:
             raise InputError("a drug input needs --drug NAME and --response-key KEY")
-        sources.append(Source(Path(drug_input), drug_source_options or SourceOptions(), task_registry.of_kind("drug"),
-                              drug=drug))
+        sources.append(
+            Source(Path(drug_input), drug_source_options or SourceOptions(), task_registry.of_kind("drug"), drug=drug)
+        )
     if not sources:
         raise InputError("nothing to prepare: give an input .h5ad (and --drug/--response-key for the drug task)")
     return sources
 
 
-def _write_dataset(directory: Path, sources: list[Source], options: PrepareOptions, drug,
-                   progress: bool) -> manifest_lib.Manifest:
+def _write_dataset(
+    directory: Path, sources: list[Source], options: PrepareOptions, drug, progress: bool
+) -> manifest_lib.Manifest:
     writer = DatasetWriter(directory, options)
     try:
         results = [_process_source(source, writer, progress) for source in sources]
@@ -469,8 +516,9 @@ def _write_dataset(directory: Path, sources: list[Source], options: PrepareOptio
     return manifest
 
 
-def _manifest(results: list[SourceResult], writer: DatasetWriter, options: PrepareOptions,
-              drug) -> manifest_lib.Manifest:
+def _manifest(
+    results: list[SourceResult], writer: DatasetWriter, options: PrepareOptions, drug
+) -> manifest_lib.Manifest:
     genes = sorted(writer.gene_counts.items(), key=lambda item: (-item[1], item[0]))
     cell_results = [r for r in results if r.source.kind == "cells"]
     has_drug = drug is not None and any(r.source.kind == "drug" for r in results)
@@ -482,8 +530,14 @@ def _manifest(results: list[SourceResult], writer: DatasetWriter, options: Prepa
         sources=tuple(r.source for r in results),
         labels=manifest_lib.Labels(
             cell_type=tuple(sorted({label for r in cell_results for label in r.labels})),
-            drug=(drug.drug,) if has_drug else (), response=RESPONSES if has_drug else ()),
-        genes=dict(genes), dataset_genes=tuple(sorted({g for r in results for g in r.genes})), counts=counts,
-        top_k=options.top_k, cells_per_split=dict(writer.cells_per_split),
-        inverse_fit=(cell_results or results)[0].source.inverse_fit, options=options_dict,
+            drug=(drug.drug,) if has_drug else (),
+            response=RESPONSES if has_drug else (),
+        ),
+        genes=dict(genes),
+        dataset_genes=tuple(sorted({g for r in results for g in r.genes})),
+        counts=counts,
+        top_k=options.top_k,
+        cells_per_split=dict(writer.cells_per_split),
+        inverse_fit=(cell_results or results)[0].source.inverse_fit,
+        options=options_dict,
     )

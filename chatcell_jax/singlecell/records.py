@@ -4,6 +4,7 @@ A record is a plain dict with `source` (the instruction), `target` (the answer),
 and `label`. ChatCell's files hold only `source` and `target`; the task is inferred from the shape
 of the answer (see `infer_tasks`), and `cell_id`/`label` are left empty.
 """
+
 from __future__ import annotations
 
 import json

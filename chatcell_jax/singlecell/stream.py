@@ -5,6 +5,7 @@ cells all read cells through `SentenceStream`, so one recipe gives one sentence 
 matrix, gene symbols (normalised, made unique), gene filter, target total, seeded tie-break (by the
 cell's row in the file) and length.
 """
+
 from __future__ import annotations
 
 import logging

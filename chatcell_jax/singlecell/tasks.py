@@ -8,6 +8,7 @@ instead of naming tasks: which cells make a record (`source_kind`, `needs_label`
 (`templates.render(name, ...)`). A fifth task is one more `Task` here plus its phrasings in
 `templates`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

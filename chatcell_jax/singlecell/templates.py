@@ -5,6 +5,7 @@ Placeholders: {n} number of genes, {genes} a cell sentence, {cell_type} a label 
 {n} is always filled with the real number of genes in the sentence, so "top 100" stays true for
 any --top-k and for cells with fewer expressed genes.
 """
+
 from __future__ import annotations
 
 import re

@@ -10,6 +10,7 @@ Restoring reads onto the current mesh (abstract targets carry the NamedShardings
 every array's shape against the model being trained, so a checkpoint of another model shape is a
 clear InputError instead of an Orbax traceback.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,11 +33,17 @@ class Checkpoints:
     def __init__(self, directory: Path, keep: int, keep_best: bool, async_save: bool = True):
         keep_policies: list[Any] = [policies.LatestN(n=keep)]
         if keep_best:
-            keep_policies.append(policies.BestN(get_metric_fn=lambda m: m[METRIC], reverse=True, n=1,
-                                                keep_checkpoints_without_metrics=False))
-        options = ocp.CheckpointManagerOptions(enable_async_checkpointing=async_save, create=True,
-                                               cleanup_tmp_directories=True,
-                                               preservation_policy=policies.AnyPreservationPolicy(keep_policies))
+            keep_policies.append(
+                policies.BestN(
+                    get_metric_fn=lambda m: m[METRIC], reverse=True, n=1, keep_checkpoints_without_metrics=False
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            enable_async_checkpointing=async_save,
+            create=True,
+            cleanup_tmp_directories=True,
+            preservation_policy=policies.AnyPreservationPolicy(keep_policies),
+        )
         self.directory = Path(directory).absolute()
         # Handlers named up front, so metadata can be read before the first save/restore.
         handlers = {"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()}
@@ -50,8 +57,9 @@ class Checkpoints:
 
     def save(self, step: int, state: Any, data_iterator: Any, valid_loss: float | None = None) -> None:
         """Start an async save (returns once device buffers are copied)."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                  data=grain.checkpoint.CheckpointSave(data_iterator))
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)
+        )
         metrics = None if valid_loss is None else {METRIC: float(valid_loss)}
         self.manager.save(step, args=args, metrics=metrics, force=True)
 
@@ -62,22 +70,33 @@ class Checkpoints:
         have = _flat(saved["params"])
         for name, shape in want.items():
             if name not in have:
-                raise InputError(f"checkpoint {self.directory / str(step)} has no {name!r}: it is from a different "
-                                 "model or optimizer; resume with the run's own config, or start a new --out")
+                raise InputError(
+                    f"checkpoint {self.directory / str(step)} has no {name!r}: it is from a different "
+                    "model or optimizer; resume with the run's own config, or start a new --out"
+                )
             if have[name] != shape:
-                raise InputError(f"checkpoint {self.directory / str(step)} holds {name!r} with shape {have[name]}, "
-                                 f"but this model needs {shape}: it was trained with another model shape (model, "
-                                 "tokenizer or mesh vocab padding); resume with the run's own config, or start a new --out")
+                raise InputError(
+                    f"checkpoint {self.directory / str(step)} holds {name!r} with shape {have[name]}, "
+                    f"but this model needs {shape}: it was trained with another model shape (model, "
+                    "tokenizer or mesh vocab padding); resume with the run's own config, or start a new --out"
+                )
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
         """The train state placed as `abstract_state` says; `data_iterator` is moved to the saved position."""
         self.check_shapes(step, abstract_state)
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(data_iterator)))
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=grain.checkpoint.CheckpointRestore(data_iterator),
+                ),
+            )
         except (ValueError, KeyError, TypeError) as err:  # same model, other optimizer state or process count
-            raise InputError(f"checkpoint {self.directory / str(step)} does not match this run (optimizer or number "
-                             f"of processes changed?): {err}; resume with the run's own config") from err
+            raise InputError(
+                f"checkpoint {self.directory / str(step)} does not match this run (optimizer or number "
+                f"of processes changed?): {err}; resume with the run's own config"
+            ) from err
         log.info("restored checkpoint of step %d from %s", step, self.directory)
         return restored["state"]
 
@@ -90,5 +109,8 @@ class Checkpoints:
 
 def _flat(tree: Any) -> dict[str, tuple[int, ...]]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
-            for path, leaf in leaves if hasattr(leaf, "shape")}
+    return {
+        "/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+        for path, leaf in leaves
+        if hasattr(leaf, "shape")
+    }

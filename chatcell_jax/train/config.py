@@ -5,6 +5,7 @@ dotted paths, and the groups below are only comments. Unknown keys and values of
 range are InputErrors naming the key, so a typo never silently falls back to a default. The
 resolved config is written to the run directory as `config.json`; `--resume` reads it back.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,19 +91,46 @@ class TrainConfig:
         for name in ("data", "tokenizer", "out"):
             if not getattr(self, name):
                 raise InputError(f"config key {name!r} is required (e.g. --set {name}=PATH)")
-        positive = ("steps", "batch_size", "grad_accum_steps", "max_source_length", "max_target_length",
-                    "bucket_multiple", "data_threads", "keep_checkpoints", "log_every")
-        non_negative = ("warmup_steps", "eval_every", "eval_batches", "eval_generate", "checkpoint_every", "seed", "grad_clip",
-                        "weight_decay", "z_loss", "peak_tflops", "learning_rate", "num_processes")
+        positive = (
+            "steps",
+            "batch_size",
+            "grad_accum_steps",
+            "max_source_length",
+            "max_target_length",
+            "bucket_multiple",
+            "data_threads",
+            "keep_checkpoints",
+            "log_every",
+        )
+        non_negative = (
+            "warmup_steps",
+            "eval_every",
+            "eval_batches",
+            "eval_generate",
+            "checkpoint_every",
+            "seed",
+            "grad_clip",
+            "weight_decay",
+            "z_loss",
+            "peak_tflops",
+            "learning_rate",
+            "num_processes",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"config key {name!r} must be at least 1, got {getattr(self, name)!r}")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise InputError(f"config key {name!r} must not be negative, got {getattr(self, name)!r}")
-        choices = {"vocab_init": ("mean", "normal"), "dtype": ("float32", "bfloat16"), "remat": ("none", "minimal", "full"),
-                   "padding": ("bucket", "max", "pack"), "optimizer": ("adamw", "adafactor"),
-                   "decay": ("cosine", "linear", "constant"), "loss_normalization": ("tokens", "examples", "tasks")}
+        choices = {
+            "vocab_init": ("mean", "normal"),
+            "dtype": ("float32", "bfloat16"),
+            "remat": ("none", "minimal", "full"),
+            "padding": ("bucket", "max", "pack"),
+            "optimizer": ("adamw", "adafactor"),
+            "decay": ("cosine", "linear", "constant"),
+            "loss_normalization": ("tokens", "examples", "tasks"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"config key {name!r} must be one of {list(allowed)}, got {getattr(self, name)!r}")
@@ -110,21 +138,27 @@ class TrainConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise InputError(f"config key {name!r} must be in [0, 1), got {getattr(self, name)!r}")
         if not 0.0 <= self.end_learning_rate_ratio <= 1.0:
-            raise InputError(f"config key 'end_learning_rate_ratio' must be in [0, 1], got {self.end_learning_rate_ratio!r}")
+            raise InputError(
+                f"config key 'end_learning_rate_ratio' must be in [0, 1], got {self.end_learning_rate_ratio!r}"
+            )
         if len(self.mesh) != 3 or self.mesh.count(-1) > 1 or any(s == 0 or s < -1 for s in self.mesh):
-            raise InputError(f"config key 'mesh' must be three sizes (data, fsdp, model), positive or one -1, "
-                             f"got {self.mesh!r}")
+            raise InputError(
+                f"config key 'mesh' must be three sizes (data, fsdp, model), positive or one -1, got {self.mesh!r}"
+            )
         self._validate_tasks()
         if self.batch_size % self.grad_accum_steps:
-            raise InputError(f"batch_size {self.batch_size} is not divisible by grad_accum_steps "
-                             f"{self.grad_accum_steps}")
+            raise InputError(
+                f"batch_size {self.batch_size} is not divisible by grad_accum_steps {self.grad_accum_steps}"
+            )
 
     def _validate_tasks(self) -> None:
         from chatcell_jax.singlecell.tasks import NAMES as TASKS
 
         if isinstance(self.task_sampling, str) and self.task_sampling not in ("proportional", "uniform"):
-            raise InputError("config key 'task_sampling' must be proportional, uniform or a mapping {task: rate}, "
-                             f"got {self.task_sampling!r}")
+            raise InputError(
+                "config key 'task_sampling' must be proportional, uniform or a mapping {task: rate}, "
+                f"got {self.task_sampling!r}"
+            )
         for name in ("task_weights", "task_sampling"):
             value = getattr(self, name)
             if not isinstance(value, dict):
@@ -181,8 +215,11 @@ def _coerce_task_map(name: str, kind: Any, value: Any) -> Any:
     """{task: number} (from YAML or `--set key={annotation: 2}`), or for task_sampling a mode name."""
     if isinstance(value, str) and kind is not dict[str, float]:
         return value
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value) and \
-            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+    if (
+        isinstance(value, dict)
+        and all(isinstance(k, str) for k in value)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
+    ):
         return {k: float(v) for k, v in value.items()}
     raise InputError(f"config key {name!r} needs a mapping {{task: number}} such as {{annotation: 2.0}}, got {value!r}")
 
@@ -209,8 +246,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, str]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> TrainConfig:
     """A validated config from `base` (e.g. a saved config.json), then the YAML file, then `--set`s."""
     data = dict(base or {})
     if path is not None:
@@ -232,6 +270,8 @@ def save_config(config: TrainConfig, run_dir: Path) -> None:
 def read_saved_config(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
-        raise InputError(f"{run_dir} has no {CONFIG_FILE}: it is not a training run directory, so there is "
-                         "nothing to resume (drop --resume to start a new run)")
+        raise InputError(
+            f"{run_dir} has no {CONFIG_FILE}: it is not a training run directory, so there is "
+            "nothing to resume (drop --resume to start a new run)"
+        )
     return json.loads(path.read_text())

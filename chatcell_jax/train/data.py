@@ -13,6 +13,7 @@ processes, so the global array has one shape), or always to the maxima (one comp
 packed: the step's examples share rows (`chatcell_jax.train.packing`), fewer rows, same loss.
 `jax.make_array_from_process_local_data` assembles the global arrays.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,10 +27,10 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from chatcell_jax.train import packing
 from chatcell_jax.errors import InputError
 from chatcell_jax.singlecell.records import load_split
 from chatcell_jax.singlecell.tasks import NAMES as TASKS
+from chatcell_jax.train import packing
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,13 @@ class TokenizeRows:
             truncated += cut_s or cut_t
             input_ids[row, : len(src)] = src
             labels[row, : len(tgt)] = tgt
-        return {"input_ids": input_ids, "labels": labels, "tasks": tasks, "truncated": np.int64(truncated),
-                "examples": np.int64(len(real))}
+        return {
+            "input_ids": input_ids,
+            "labels": labels,
+            "tasks": tasks,
+            "truncated": np.int64(truncated),
+            "examples": np.int64(len(real)),
+        }
 
 
 def finish_batch(rows: Batch, source_len: int, target_len: int, decoder_start_id: int) -> dict[str, np.ndarray]:
@@ -124,8 +130,13 @@ def finish_batch(rows: Batch, source_len: int, target_len: int, decoder_start_id
     start = np.full((labels.shape[0], 1), decoder_start_id, np.int32)
     decoder_input_ids = np.concatenate([start, np.maximum(labels[:, :-1], 0)], axis=1)
     label_tasks = np.ascontiguousarray(np.broadcast_to(rows["tasks"][:, None], labels.shape), np.int32)
-    return {"input_ids": input_ids, "attention_mask": (input_ids != 0).astype(np.int32),
-            "decoder_input_ids": decoder_input_ids, "labels": labels, "label_tasks": label_tasks}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": (input_ids != 0).astype(np.int32),
+        "decoder_input_ids": decoder_input_ids,
+        "labels": labels,
+        "label_tasks": label_tasks,
+    }
 
 
 # --- which rows of a global batch this process holds -----------------------------------------------
@@ -138,8 +149,10 @@ def local_rows(sharding: NamedSharding, global_batch: int) -> tuple[int, int]:
     start, stop = min(s for s, _ in slices), max(e for _, e in slices)
     covered = sum(e - s for s, e in slices)
     if covered != stop - start:
-        raise InputError(f"this process's devices hold non-contiguous batch rows {sorted(slices)}; order the mesh "
-                         "devices by process (the default of make_mesh)")
+        raise InputError(
+            f"this process's devices hold non-contiguous batch rows {sorted(slices)}; order the mesh "
+            "devices by process (the default of make_mesh)"
+        )
     return start, stop
 
 
@@ -173,8 +186,9 @@ class GlobalBatches:
     this process produced so far.
     """
 
-    def __init__(self, dataset: grain.MapDataset, sharding: NamedSharding, global_batch: int, shapes: Shapes,
-                 threads: int):
+    def __init__(
+        self, dataset: grain.MapDataset, sharding: NamedSharding, global_batch: int, shapes: Shapes, threads: int
+    ):
         self._iter = iter(dataset.to_iter_dataset(_read_options(threads)))
         self.sharding, self.global_batch, self.shapes = sharding, global_batch, shapes
         start, stop = local_rows(sharding, global_batch)
@@ -196,11 +210,17 @@ class GlobalBatches:
         else:
             longest = np.array([_longest(rows["input_ids"] != 0), _longest(rows["labels"] != IGNORE)])
             source_len, target_len = _global_max(longest)
-            local = finish_batch(rows, s.bucket(int(source_len), s.max_source),
-                                 s.bucket(int(target_len), s.max_target), s.decoder_start_id)
+            local = finish_batch(
+                rows,
+                s.bucket(int(source_len), s.max_source),
+                s.bucket(int(target_len), s.max_target),
+                s.decoder_start_id,
+            )
         global_rows = len(local["input_ids"]) * self.process_blocks
-        return {k: jax.make_array_from_process_local_data(self.sharding, v, (global_rows,) + v.shape[1:])
-                for k, v in local.items()}
+        return {
+            k: jax.make_array_from_process_local_data(self.sharding, v, (global_rows,) + v.shape[1:])
+            for k, v in local.items()
+        }
 
     def _pack(self, rows: Batch) -> dict[str, np.ndarray]:
         """This process's examples packed into as many rows as the fullest process needs (every
@@ -231,9 +251,17 @@ def _longest(mask: np.ndarray) -> int:
     return int(mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)[mask.any(axis=1)].min())
 
 
-def train_batches(records: Sequence[dict], tokenizer, sharding: NamedSharding, batch_size: int, shapes: Shapes,
-                  seed: int, shuffle: bool = True, threads: int = 2,
-                  task_sampling: str | dict[str, float] = "proportional") -> GlobalBatches:
+def train_batches(
+    records: Sequence[dict],
+    tokenizer,
+    sharding: NamedSharding,
+    batch_size: int,
+    shapes: Shapes,
+    seed: int,
+    shuffle: bool = True,
+    threads: int = 2,
+    task_sampling: str | dict[str, float] = "proportional",
+) -> GlobalBatches:
     """Endless global training batches; epoch e is a permutation seeded by (seed, e).
 
     `task_sampling` (see `task_rates`): `proportional` draws records as they come (each task as
@@ -247,11 +275,15 @@ def train_batches(records: Sequence[dict], tokenizer, sharding: NamedSharding, b
         order = grain.MapDataset.range(len(records))
         order = (order.seed(seed).shuffle() if shuffle else order).repeat()
     else:
-        order = grain.MapDataset.mix([_task_stream(records, task, seed, shuffle) for task in rates],
-                                     list(rates.values()))
+        order = grain.MapDataset.mix(
+            [_task_stream(records, task, seed, shuffle) for task in rates], list(rates.values())
+        )
     start, stop = local_rows(sharding, batch_size)
-    dataset = (order.batch(batch_size, drop_remainder=True)
-               .map(lambda index: index[start:stop]).map(TokenizeRows(records, tokenizer, shapes)))
+    dataset = (
+        order.batch(batch_size, drop_remainder=True)
+        .map(lambda index: index[start:stop])
+        .map(TokenizeRows(records, tokenizer, shapes))
+    )
     return GlobalBatches(dataset, sharding, batch_size, shapes, threads)
 
 
@@ -299,8 +331,15 @@ def interleave_tasks(records: Sequence[dict]) -> list[dict]:
     return [group[i] for i in range(longest) for group in by_task.values() if i < len(group)]
 
 
-def eval_batches(records: Sequence[dict], tokenizer, sharding: NamedSharding, batch_size: int, shapes: Shapes,
-                 max_batches: int = 0, threads: int = 2) -> GlobalBatches:
+def eval_batches(
+    records: Sequence[dict],
+    tokenizer,
+    sharding: NamedSharding,
+    batch_size: int,
+    shapes: Shapes,
+    max_batches: int = 0,
+    threads: int = 2,
+) -> GlobalBatches:
     """The split in file order, once; the last batch is filled with weightless rows."""
     n = len(records)
     count = math.ceil(n / batch_size) if max_batches == 0 else min(max_batches, math.ceil(n / batch_size))

@@ -6,14 +6,15 @@
 - empty: one process; nothing to do.
 CPU processes exchange data with gloo (the CPU backend has no collectives of its own).
 """
+
 from __future__ import annotations
 
 import logging
 
 import jax
 
-from chatcell_jax.train.config import TrainConfig
 from chatcell_jax.errors import InputError
+from chatcell_jax.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,19 @@ def initialize(config: TrainConfig) -> None:
     else:
         if config.num_processes < 1 or config.process_id < 0:
             raise InputError("coordinator_address needs num_processes (>= 1) and process_id (0-based) as well")
-        jax.distributed.initialize(coordinator_address=config.coordinator_address,
-                                   num_processes=config.num_processes, process_id=config.process_id)
+        jax.distributed.initialize(
+            coordinator_address=config.coordinator_address,
+            num_processes=config.num_processes,
+            process_id=config.process_id,
+        )
     _warm_up()
-    log.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
-             jax.local_device_count(), jax.device_count())
+    log.info(
+        "process %d of %d, %d local / %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def _warm_up() -> None:

@@ -13,6 +13,7 @@ greedily with the current parameters (the same jitted search as `chatcell genera
 
 Greedy, not sampling: the numbers must move only because the parameters moved.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,12 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chatcell_jax.serve.decoding import GenerationConfig
 from chatcell_jax.evaluate.metrics import normalise_answer, sentence_metrics
+from chatcell_jax.serve.decoding import GenerationConfig
 from chatcell_jax.singlecell.tasks import GENERATION
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,9 @@ def sample_tasks(records: Sequence[dict], per_task: int, seed: int) -> list[Samp
     return samples
 
 
-def score(task: str, outputs: Sequence[str], targets: Sequence[str], genes: Sequence[str] | None,
-          top_k: int | None) -> dict[str, float]:
+def score(
+    task: str, outputs: Sequence[str], targets: Sequence[str], genes: Sequence[str] | None, top_k: int | None
+) -> dict[str, float]:
     """The metrics of one task's decoded outputs (named without the `valid_<task>_` prefix)."""
     if task in GENERATION:
         if not genes or not top_k:
@@ -62,11 +63,13 @@ def score(task: str, outputs: Sequence[str], targets: Sequence[str], genes: Sequ
     return {"accuracy": 100.0 * hits / max(len(outputs), 1)}
 
 
-def generation_metrics(generator, samples: Sequence[Sample], max_new_tokens: int,
-                       manifest) -> dict[str, float]:
+def generation_metrics(generator, samples: Sequence[Sample], max_new_tokens: int, manifest) -> dict[str, float]:
     """`valid_<task>_<metric>` for every sampled task, decoding greedily with `generator`."""
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, eos_id=generator.config.eos_token_id,
-                           start_id=generator.config.decoder_start_token_id)
+    cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        eos_id=generator.config.eos_token_id,
+        start_id=generator.config.decoder_start_token_id,
+    )
     genes = list(manifest.dataset_genes) if manifest is not None else None
     top_k = manifest.top_k if manifest is not None else None
     prompts = [p for s in samples for p in s.prompts]
@@ -74,9 +77,8 @@ def generation_metrics(generator, samples: Sequence[Sample], max_new_tokens: int
     out: dict[str, float] = {}
     start = 0
     for sample in samples:
-        texts = [a[0].text for a in answers[start: start + len(sample.prompts)]]
+        texts = [a[0].text for a in answers[start : start + len(sample.prompts)]]
         start += len(sample.prompts)
         for name, value in score(sample.task, texts, sample.targets, genes, top_k).items():
             out[f"valid_{sample.task}_{name}"] = float(value)
     return out
-

@@ -18,12 +18,14 @@ The weights are computed once from the whole global batch (`loss_weights`), befo
 micro-batches, as per-token weights plus one denominator: the objective is sum(weight x loss) /
 denominator, so micro-batches, devices and hosts add up to exactly the one-batch value.
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
 from chatcell_jax.train.data import IGNORE, TASK_SLOTS
+
 
 def _example_index(labels: jax.Array, segments: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """(tokens in the token's own example [B, T], 1 at the first token of each example [B, T]).
@@ -63,9 +65,15 @@ def _label_tasks(labels: jax.Array, label_tasks: jax.Array | None) -> jax.Array:
     return jnp.full(labels.shape, TASK_SLOTS - 1, jnp.int32) if label_tasks is None else label_tasks
 
 
-def token_loss_sums(logits: jax.Array, labels: jax.Array, vocab_size: int, label_smoothing: float = 0.0,
-                    z_loss: float = 0.0, weights: jax.Array | None = None,
-                    label_tasks: jax.Array | None = None) -> dict[str, jax.Array]:
+def token_loss_sums(
+    logits: jax.Array,
+    labels: jax.Array,
+    vocab_size: int,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    weights: jax.Array | None = None,
+    label_tasks: jax.Array | None = None,
+) -> dict[str, jax.Array]:
     """Sums over the batch; logits [B, T, Vpad], labels [B, T].
 
     "objective": sum of weights x per-token objective (weights default to the token mask), "ce"
@@ -86,5 +94,10 @@ def token_loss_sums(logits: jax.Array, labels: jax.Array, vocab_size: int, label
         per_token = per_token + z_loss * jnp.square(log_z)
     weights = mask if weights is None else weights
     tasks = jax.nn.one_hot(_label_tasks(labels, label_tasks), TASK_SLOTS, dtype=jnp.float32) * mask[..., None]
-    return {"objective": jnp.sum(per_token * weights), "ce": jnp.sum(nll * mask), "tokens": jnp.sum(mask),
-            "task_ce": jnp.einsum("bt,bts->s", nll, tasks), "task_tokens": jnp.sum(tasks, axis=(0, 1))}
+    return {
+        "objective": jnp.sum(per_token * weights),
+        "ce": jnp.sum(nll * mask),
+        "tokens": jnp.sum(mask),
+        "task_ce": jnp.einsum("bt,bts->s", nll, tasks),
+        "task_tokens": jnp.sum(tasks, axis=(0, 1)),
+    }

@@ -5,6 +5,7 @@ steps after the restored checkpoint are dropped first, so the file reads as one 
 MFU = model FLOPs per second / (devices x peak FLOP/s per device), with the FLOPs of a T5 train
 step counted from its matmuls (forward x 3 for the backward pass) at the batch's padded shape.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,19 @@ from chatcell_jax.model.config import T5Config
 log = logging.getLogger(__name__)
 
 # Dense bf16 peak FLOP/s per device (vendor numbers), matched against jax's device_kind.
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "V100": 125e12,
-             "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6": 918e12}
+PEAK_BF16 = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "V100": 125e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6": 918e12,
+}
 
 
 def peak_flops(config_tflops: float, dtype: str) -> float | None:
@@ -38,8 +50,9 @@ def train_flops(cfg: T5Config, batch: int, source_len: int, target_len: int) -> 
     mlp = (3 if cfg.gated else 2) * d * ff
     s, t = source_len, target_len
     encoder = cfg.num_layers * (s * (4 * d * inner + mlp) + 2 * s * s * inner)
-    decoder = cfg.num_decoder_layers * (t * (4 * d * inner + mlp) + s * 2 * d * inner + t * 2 * d * inner
-                                        + 2 * t * t * inner + 2 * t * s * inner)
+    decoder = cfg.num_decoder_layers * (
+        t * (4 * d * inner + mlp) + s * 2 * d * inner + t * 2 * d * inner + 2 * t * t * inner + 2 * t * s * inner
+    )
     head = t * d * v
     return 3 * 2 * batch * (encoder + decoder + head)
 
@@ -92,8 +105,10 @@ def plot_losses(run_dir: Path) -> Path | None:
     train, valid = series("loss"), series("valid_loss")
     if not train and not valid:
         return None
-    tasks = sorted({k[len("valid_loss_"):] for r in rows for k in r if k.startswith("valid_loss_")}
-                   | {k[len("loss_"):] for r in rows for k in r if k.startswith("loss_")})
+    tasks = sorted(
+        {k[len("valid_loss_") :] for r in rows for k in r if k.startswith("valid_loss_")}
+        | {k[len("loss_") :] for r in rows for k in r if k.startswith("loss_")}
+    )
     fig, axes = plt.subplots(1, 2 if tasks else 1, figsize=(12 if tasks else 6, 4), squeeze=False)
     ax = axes[0, 0]
     if train:
@@ -108,8 +123,13 @@ def plot_losses(run_dir: Path) -> Path | None:
             color = f"C{index}"
             has_valid = bool(series(f"valid_loss_{task}"))
             if series(f"loss_{task}"):
-                ax.plot(*zip(*series(f"loss_{task}")), color=color, alpha=0.35, linewidth=1,
-                        label=None if has_valid else task)
+                ax.plot(
+                    *zip(*series(f"loss_{task}")),
+                    color=color,
+                    alpha=0.35,
+                    linewidth=1,
+                    label=None if has_valid else task,
+                )
             if has_valid:
                 ax.plot(*zip(*series(f"valid_loss_{task}")), color=color, marker="o", label=task)
         ax.set(xlabel="step", ylabel="cross entropy (token mean)", title="per task (thin: train, dots: validation)")

@@ -3,6 +3,7 @@
 Either way the parameters end up on the mesh with the shardings of `chatcell_jax.model.sharding`, and
 the vocabulary (the tokenizer's length) is padded to a multiple that divides the model axis.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,28 +11,35 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from chatcell_jax.train.config import TrainConfig
 from chatcell_jax.errors import InputError
 from chatcell_jax.model import extend_vocab, load_preset
 from chatcell_jax.model.config import T5Config
 from chatcell_jax.model.params import Params
 from chatcell_jax.model.sharding import create_sharded_model, fit_config, shard_params
+from chatcell_jax.train.config import TrainConfig
 
 
 def _overrides(config: TrainConfig) -> dict:
     """Model fields the run config sets: numerics and regularisation, never shapes."""
-    return {"dtype": config.dtype, "dropout_rate": config.dropout_rate, "remat": config.remat,
-            "scan_layers": config.scan_layers}
+    return {
+        "dtype": config.dtype,
+        "dropout_rate": config.dropout_rate,
+        "remat": config.remat,
+        "scan_layers": config.scan_layers,
+    }
 
 
 def _check_vocab(base: int, tokenizer_size: int) -> None:
     if tokenizer_size < base:
-        raise InputError(f"the tokenizer has {tokenizer_size} ids but the model {base}; build the tokenizer on this "
-                         "model's base (chatcell tokenizer --base MODEL)")
+        raise InputError(
+            f"the tokenizer has {tokenizer_size} ids but the model {base}; build the tokenizer on this "
+            "model's base (chatcell tokenizer --base MODEL)"
+        )
 
 
 def _repad(params: Params, old: T5Config, new: T5Config) -> Params:
     """Embedding rows (and untied head columns) re-padded from old to new padded vocabulary size."""
+
     def fit(table: jax.Array, axis: int) -> jax.Array:
         table = jax.lax.slice_in_dim(table, 0, old.vocab_size, axis=axis)
         pad = [(0, 0)] * table.ndim

@@ -4,6 +4,7 @@ Linear warmup from zero to the peak, then cosine or linear decay to `end_learnin
 peak at the last step (or constant). AdamW decays every weight except the norm scales, as Hugging
 Face's Trainer excludes LayerNorm weights; Adafactor is T5's original optimizer.
 """
+
 from __future__ import annotations
 
 import jax
@@ -30,6 +31,7 @@ def make_schedule(config: TrainConfig) -> optax.Schedule:
 
 def decay_mask(params) -> dict:
     """True for weights that get weight decay: everything but norm scales."""
+
     def keep(path, _):
         return not any("norm" in str(getattr(p, "key", p)) for p in path)
 
@@ -39,8 +41,9 @@ def decay_mask(params) -> dict:
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     schedule = make_schedule(config)
     if config.optimizer == "adamw":
-        core = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay,
-                           mask=decay_mask)
+        core = optax.adamw(
+            schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay, mask=decay_mask
+        )
     else:
         core = optax.adafactor(schedule, weight_decay_rate=config.weight_decay or None, weight_decay_mask=decay_mask)
     if config.grad_clip > 0:

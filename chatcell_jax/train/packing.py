@@ -17,6 +17,7 @@ of the same examples has the same loss: packing changes the cost of a step, not 
 
 Segment 0 is padding. A step still holds `batch_size` examples; only its number of rows shrinks.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,9 @@ def _lengths(rows: dict) -> tuple[np.ndarray, np.ndarray]:
     return (rows["input_ids"] != 0).sum(axis=1), (rows["labels"] != IGNORE).sum(axis=1)
 
 
-def assign_rows(source_lengths: np.ndarray, target_lengths: np.ndarray, max_source: int,
-                max_target: int) -> list[list[int]]:
+def assign_rows(
+    source_lengths: np.ndarray, target_lengths: np.ndarray, max_source: int, max_target: int
+) -> list[list[int]]:
     """First fit, in order: the example indices of each packed row. Examples without target
     tokens (filler rows of an evaluation batch) are dropped: they weigh nothing."""
     bins: list[list[int]] = []
@@ -56,26 +58,28 @@ def pack_rows(rows: dict, max_source: int, max_target: int, n_rows: int, decoder
     bins = assign_rows(source_lengths, target_lengths, max_source, max_target)
     if len(bins) > n_rows:
         raise ValueError(f"{len(bins)} packed rows needed, only {n_rows} allowed")
-    out = {"input_ids": np.zeros((n_rows, max_source), np.int32),
-           "encoder_segment_ids": np.zeros((n_rows, max_source), np.int32),
-           "labels": np.full((n_rows, max_target), IGNORE, np.int32),
-           "decoder_input_ids": np.zeros((n_rows, max_target), np.int32),
-           "decoder_segment_ids": np.zeros((n_rows, max_target), np.int32),
-           "label_tasks": np.zeros((n_rows, max_target), np.int32)}
+    out = {
+        "input_ids": np.zeros((n_rows, max_source), np.int32),
+        "encoder_segment_ids": np.zeros((n_rows, max_source), np.int32),
+        "labels": np.full((n_rows, max_target), IGNORE, np.int32),
+        "decoder_input_ids": np.zeros((n_rows, max_target), np.int32),
+        "decoder_segment_ids": np.zeros((n_rows, max_target), np.int32),
+        "label_tasks": np.zeros((n_rows, max_target), np.int32),
+    }
     tasks = rows.get("tasks")
     for row, members in enumerate(bins):
         s_at = t_at = 0
         for segment, i in enumerate(members, start=1):
             s, t = int(source_lengths[i]), int(target_lengths[i])
-            out["input_ids"][row, s_at: s_at + s] = rows["input_ids"][i, :s]
-            out["encoder_segment_ids"][row, s_at: s_at + s] = segment
+            out["input_ids"][row, s_at : s_at + s] = rows["input_ids"][i, :s]
+            out["encoder_segment_ids"][row, s_at : s_at + s] = segment
             target = rows["labels"][i, :t]
-            out["labels"][row, t_at: t_at + t] = target
+            out["labels"][row, t_at : t_at + t] = target
             out["decoder_input_ids"][row, t_at] = decoder_start_id
-            out["decoder_input_ids"][row, t_at + 1: t_at + t] = target[:-1]
-            out["decoder_segment_ids"][row, t_at: t_at + t] = segment
+            out["decoder_input_ids"][row, t_at + 1 : t_at + t] = target[:-1]
+            out["decoder_segment_ids"][row, t_at : t_at + t] = segment
             if tasks is not None:
-                out["label_tasks"][row, t_at: t_at + t] = tasks[i]
+                out["label_tasks"][row, t_at : t_at + t] = tasks[i]
             s_at, t_at = s_at + s, t_at + t
     out["attention_mask"] = (out["encoder_segment_ids"] != 0).astype(np.int32)
     return out

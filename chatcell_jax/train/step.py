@@ -13,6 +13,7 @@ The objective's token weights and denominator come from the whole global batch b
 micro-batches): gradients of weighted loss sums are added up and divided by the denominator once, so
 accumulating gives the same objective as one big batch, whatever the loss normalization.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -25,25 +26,33 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from chatcell_jax.train.data import TASK_SLOTS
 from chatcell_jax.model.config import T5Config
 from chatcell_jax.model.t5 import forward
+from chatcell_jax.train.data import TASK_SLOTS
 from chatcell_jax.train.loss import loss_weights, token_loss_sums
 
 State = dict[str, Any]
 
 
 def init_state(params, tx: optax.GradientTransformation, seed: int) -> State:
-    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-            "rng": jax.random.key_data(jax.random.key(seed))}
+    return {
+        "params": params,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.key_data(jax.random.key(seed)),
+    }
 
 
 def _like_params(tree, param_shardings, mesh, param_shapes) -> Any:
     """Shardings for an optimizer-state subtree: a parameter's sharding where the leaf has that
     parameter's shape (Adam moments), replicated otherwise."""
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.tree.map(lambda leaf, sh, shape: sh if tuple(leaf.shape) == tuple(shape) else replicated,
-                        tree, param_shardings, param_shapes)
+    return jax.tree.map(
+        lambda leaf, sh, shape: sh if tuple(leaf.shape) == tuple(shape) else replicated,
+        tree,
+        param_shardings,
+        param_shapes,
+    )
 
 
 def state_shardings(abstract_state: State, param_shardings, mesh) -> State:
@@ -58,8 +67,11 @@ def state_shardings(abstract_state: State, param_shardings, mesh) -> State:
         except Exception:  # noqa: BLE001 - unusual nodes are simply not parameter trees
             return False
 
-    opt = jax.tree.map(lambda node: _like_params(node, param_shardings, mesh, param_shapes) if is_param_tree(node)
-                       else replicated, abstract_state["opt_state"], is_leaf=is_param_tree)
+    opt = jax.tree.map(
+        lambda node: _like_params(node, param_shardings, mesh, param_shapes) if is_param_tree(node) else replicated,
+        abstract_state["opt_state"],
+        is_leaf=is_param_tree,
+    )
     return {"params": param_shardings, "opt_state": opt, "step": replicated, "rng": replicated}
 
 
@@ -92,12 +104,28 @@ DECODER_DROPOUT_STREAM = 2**20  # a fold_in index no micro-batch uses
 SUM_KEYS = ("objective", "ce", "tokens", "task_ce", "task_tokens")
 
 
-def _sums(model_cfg: T5Config, params, batch: dict, key: jax.Array | None, objective: Objective) -> dict[str, jax.Array]:
-    logits = forward(model_cfg, params, batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
-                     dropout_rng=key, encoder_segment_ids=batch.get("encoder_segment_ids"),
-                     decoder_segment_ids=batch.get("decoder_segment_ids"))
-    return token_loss_sums(logits, batch["labels"], model_cfg.vocab_size, objective.label_smoothing,
-                           objective.z_loss, batch.get("loss_weights"), batch.get("label_tasks"))
+def _sums(
+    model_cfg: T5Config, params, batch: dict, key: jax.Array | None, objective: Objective
+) -> dict[str, jax.Array]:
+    logits = forward(
+        model_cfg,
+        params,
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["decoder_input_ids"],
+        dropout_rng=key,
+        encoder_segment_ids=batch.get("encoder_segment_ids"),
+        decoder_segment_ids=batch.get("decoder_segment_ids"),
+    )
+    return token_loss_sums(
+        logits,
+        batch["labels"],
+        model_cfg.vocab_size,
+        objective.label_smoothing,
+        objective.z_loss,
+        batch.get("loss_weights"),
+        batch.get("label_tasks"),
+    )
 
 
 def _micro_batches(batch: dict, n: int) -> dict:
@@ -106,16 +134,30 @@ def _micro_batches(batch: dict, n: int) -> dict:
     return {k: jnp.swapaxes(v.reshape((v.shape[0] // n, n) + v.shape[1:]), 0, 1) for k, v in batch.items()}
 
 
-def train_step(model_cfg: T5Config, tx: optax.GradientTransformation, schedule: optax.Schedule, accum: int,
-               objective: Objective, state: State, batch: dict) -> tuple[State, dict]:
+def train_step(
+    model_cfg: T5Config,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    accum: int,
+    objective: Objective,
+    state: State,
+    batch: dict,
+) -> tuple[State, dict]:
     params = state["params"]
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
     use_dropout = model_cfg.dropout_rate > 0
-    weights, denominator = loss_weights(batch, objective.normalization, jnp.asarray(objective.task_weights, jnp.float32))
+    weights, denominator = loss_weights(
+        batch, objective.normalization, jnp.asarray(objective.task_weights, jnp.float32)
+    )
     batch = {**batch, "loss_weights": weights}
     if objective.decoder_input_dropout > 0:
-        batch = drop_decoder_inputs(batch, jax.random.fold_in(step_key, DECODER_DROPOUT_STREAM),
-                                    objective.decoder_input_dropout, model_cfg.decoder_start_token_id, objective.unk_id)
+        batch = drop_decoder_inputs(
+            batch,
+            jax.random.fold_in(step_key, DECODER_DROPOUT_STREAM),
+            objective.decoder_input_dropout,
+            model_cfg.decoder_start_token_id,
+            objective.unk_id,
+        )
 
     def grads_of(micro: dict, index) -> tuple[Any, dict]:
         key = jax.random.fold_in(step_key, index) if use_dropout else None
@@ -126,6 +168,7 @@ def train_step(model_cfg: T5Config, tx: optax.GradientTransformation, schedule: 
     if accum == 1:
         grads, sums = grads_of(batch, 0)
     else:
+
         def body(carry, xs):
             g, s = grads_of(*xs)
             return jax.tree.map(jnp.add, carry, (g, s)), None
@@ -136,11 +179,21 @@ def train_step(model_cfg: T5Config, tx: optax.GradientTransformation, schedule: 
     tokens = jnp.maximum(sums["tokens"], 1.0)
     grads = jax.tree.map(lambda g: g / denominator, grads)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "step": state["step"] + 1,
-                 "rng": state["rng"]}
-    metrics = {"loss": sums["ce"] / tokens, "objective": sums["objective"] / denominator,
-               "target_tokens": sums["tokens"], "task_ce": sums["task_ce"], "task_tokens": sums["task_tokens"],
-               "grad_norm": optax.tree_utils.tree_norm(grads), "learning_rate": schedule(state["step"])}
+    new_state = {
+        "params": optax.apply_updates(params, updates),
+        "opt_state": opt_state,
+        "step": state["step"] + 1,
+        "rng": state["rng"],
+    }
+    metrics = {
+        "loss": sums["ce"] / tokens,
+        "objective": sums["objective"] / denominator,
+        "target_tokens": sums["tokens"],
+        "task_ce": sums["task_ce"],
+        "task_tokens": sums["task_tokens"],
+        "grad_norm": optax.tree_utils.tree_norm(grads),
+        "learning_rate": schedule(state["step"]),
+    }
     return new_state, metrics
 
 
@@ -149,15 +202,20 @@ def eval_sums(model_cfg: T5Config, params, batch: dict) -> dict[str, jax.Array]:
     return {k: sums[k] for k in ("ce", "tokens", "task_ce", "task_tokens")}
 
 
-def compile_steps(model_cfg: T5Config, tx, schedule, accum: int, objective: Objective,
-                  shardings: State, batch_sharding: NamedSharding) -> tuple[Callable, Callable]:
+def compile_steps(
+    model_cfg: T5Config, tx, schedule, accum: int, objective: Objective, shardings: State, batch_sharding: NamedSharding
+) -> tuple[Callable, Callable]:
     """(train_step(state, batch) -> (state, metrics), eval_step(params, batch) -> sums), jitted with
     explicit in/out shardings; the train state is donated."""
     mesh = batch_sharding.mesh
     replicated = NamedSharding(mesh, PartitionSpec())
-    step = jax.jit(partial(train_step, model_cfg, tx, schedule, accum, objective),
-                   in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
-                   donate_argnums=(0,))
-    evaluate = jax.jit(partial(eval_sums, model_cfg), in_shardings=(shardings["params"], batch_sharding),
-                       out_shardings=replicated)
+    step = jax.jit(
+        partial(train_step, model_cfg, tx, schedule, accum, objective),
+        in_shardings=(shardings, batch_sharding),
+        out_shardings=(shardings, replicated),
+        donate_argnums=(0,),
+    )
+    evaluate = jax.jit(
+        partial(eval_sums, model_cfg), in_shardings=(shardings["params"], batch_sharding), out_shardings=replicated
+    )
     return step, evaluate

@@ -14,6 +14,7 @@
 Every process runs this same function; process 0 writes the files. Load the result with
 `chatcell_jax.model.directory.load_model(RUN / "model")` (or pass RUN to any command taking a model).
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,12 +26,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from chatcell_jax.train import data as data_lib
-from chatcell_jax.train.config import TrainConfig, read_saved_config, save_config
 from chatcell_jax.errors import InputError
-from chatcell_jax.model.sharding import batch_shards, batch_sharding, make_mesh, param_shardings
+from chatcell_jax.model.sharding import batch_sharding, batch_shards, make_mesh, param_shardings
+from chatcell_jax.train import data as data_lib
 from chatcell_jax.train import distributed
 from chatcell_jax.train.checkpoint import Checkpoints
+from chatcell_jax.train.config import TrainConfig, read_saved_config, save_config
 from chatcell_jax.train.metrics import MetricsLog, peak_flops, plot_losses, train_flops
 from chatcell_jax.train.model_init import build_params
 from chatcell_jax.train.optimizer import make_optimizer, make_schedule
@@ -59,12 +60,15 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
         if changed:
             log.warning("resuming %s with changed config keys %s", run_dir, changed)
     elif exists and not config.overwrite:
-        raise InputError(f"run directory {run_dir} exists; pass --resume to continue it, --set overwrite=true to "
-                         "replace it, or choose another out")
+        raise InputError(
+            f"run directory {run_dir} exists; pass --resume to continue it, --set overwrite=true to "
+            "replace it, or choose another out"
+        )
     elif exists and jax.process_index() == 0:
         if not (run_dir / "config.json").is_file():
-            raise InputError(f"{run_dir} is not a training run (no config.json); refusing to delete it, choose "
-                             "another out")
+            raise InputError(
+                f"{run_dir} is not a training run (no config.json); refusing to delete it, choose another out"
+            )
         shutil.rmtree(run_dir)
     if jax.process_index() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -83,62 +87,89 @@ def _load_tokenizer(path: str):
 
 def _check_data_dir(path: str) -> None:
     if not Path(path).is_dir():
-        raise InputError(f"data directory {path} does not exist; create it with `chatcell prepare` (or point data at "
-                         "a ChatCell-Instructions directory with train.json / valid.json)")
+        raise InputError(
+            f"data directory {path} does not exist; create it with `chatcell prepare` (or point data at "
+            "a ChatCell-Instructions directory with train.json / valid.json)"
+        )
 
 
 def check_batch(config: TrainConfig, mesh: jax.sharding.Mesh) -> None:
     data_parallel = batch_shards(mesh)
     per_step = data_parallel * config.grad_accum_steps
     if config.batch_size % per_step:
-        raise InputError(f"batch_size {config.batch_size} is not divisible by the data-parallel devices "
-                         f"(data x fsdp = {data_parallel}) x grad_accum_steps ({config.grad_accum_steps}) = {per_step}; "
-                         f"use a multiple of {per_step} or change mesh")
+        raise InputError(
+            f"batch_size {config.batch_size} is not divisible by the data-parallel devices "
+            f"(data x fsdp = {data_parallel}) x grad_accum_steps ({config.grad_accum_steps}) = {per_step}; "
+            f"use a multiple of {per_step} or change mesh"
+        )
 
 
 class Trainer:
     """Holds what one run needs; `run()` trains to `config.steps`."""
 
-    def __init__(self, config: TrainConfig, *, resume: bool = False, progress: bool = True,
-                 devices: list | None = None):
+    def __init__(
+        self, config: TrainConfig, *, resume: bool = False, progress: bool = True, devices: list | None = None
+    ):
         distributed.initialize(config)
         self.config, self.progress = config, progress
         _check_data_dir(config.data)
         self.tokenizer = _load_tokenizer(config.tokenizer)
         self.train_records = data_lib.load_records(config.data, "train")
         # Interleaved, so the `eval_batches` first batches measure every task.
-        self.valid_records = (data_lib.interleave_tasks(data_lib.load_records(config.data, "valid"))
-                              if config.eval_every else [])
+        self.valid_records = (
+            data_lib.interleave_tasks(data_lib.load_records(config.data, "valid")) if config.eval_every else []
+        )
         self.mesh = make_mesh(config.mesh, devices)
         check_batch(config, self.mesh)
         self.run_dir = prepare_run_dir(config, resume)
         self.model_cfg, params = build_params(config, len(self.tokenizer), self.mesh)
-        self.shapes = data_lib.Shapes(config.max_source_length, config.max_target_length, config.padding,
-                                      config.bucket_multiple, self.model_cfg.decoder_start_token_id)
+        self.shapes = data_lib.Shapes(
+            config.max_source_length,
+            config.max_target_length,
+            config.padding,
+            config.bucket_multiple,
+            self.model_cfg.decoder_start_token_id,
+        )
         self.batch_sharding = batch_sharding(self.mesh)
-        self.batches = data_lib.train_batches(self.train_records, self.tokenizer, self.batch_sharding,
-                                              config.batch_size, self.shapes, config.seed, config.shuffle,
-                                              config.data_threads, config.task_sampling)
+        self.batches = data_lib.train_batches(
+            self.train_records,
+            self.tokenizer,
+            self.batch_sharding,
+            config.batch_size,
+            self.shapes,
+            config.seed,
+            config.shuffle,
+            config.data_threads,
+            config.task_sampling,
+        )
         tx, self.schedule = make_optimizer(config), make_schedule(config)
         make_state = partial(init_state, tx=tx, seed=config.seed)
         abstract = jax.eval_shape(make_state, params)
         self.shardings = state_shardings(abstract, param_shardings(self.model_cfg, self.mesh), self.mesh)
-        self.checkpoints = Checkpoints(self.run_dir / "checkpoints", config.keep_checkpoints, config.keep_best,
-                                       config.async_checkpoint)
+        self.checkpoints = Checkpoints(
+            self.run_dir / "checkpoints", config.keep_checkpoints, config.keep_best, config.async_checkpoint
+        )
         latest = self.checkpoints.latest_step() if resume else None
         if latest is None:
             self.state = jax.jit(make_state, out_shardings=self.shardings)(params)
         else:
-            target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-                                  self.shardings)
+            target = jax.tree.map(
+                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.shardings
+            )
             del params
             self.state = self.checkpoints.restore(latest, target, self.batches.grain_iterator)
         self.start_step = int(self.state["step"])
-        objective = Objective(config.loss_normalization, config.task_weight_vector(), config.label_smoothing,
-                              config.z_loss, config.decoder_input_dropout,
-                              self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else 2)
-        self.step_fn, self.eval_fn = compile_steps(self.model_cfg, tx, self.schedule, config.grad_accum_steps,
-                                                   objective, self.shardings, self.batch_sharding)
+        objective = Objective(
+            config.loss_normalization,
+            config.task_weight_vector(),
+            config.label_smoothing,
+            config.z_loss,
+            config.decoder_input_dropout,
+            self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else 2,
+        )
+        self.step_fn, self.eval_fn = compile_steps(
+            self.model_cfg, tx, self.schedule, config.grad_accum_steps, objective, self.shardings, self.batch_sharding
+        )
         self.metrics = MetricsLog(self.run_dir, config.tensorboard, resume_step=self.start_step if latest else None)
         self._eval_cache: list | None = None
         self._generation: tuple | None = None  # (Generator, samples, manifest), built at the first evaluation
@@ -149,14 +180,24 @@ class Trainer:
         """Token-mean cross entropy over the first `eval_batches` validation batches (fixed, cached):
         `valid_loss` over all of them and `valid_loss_<task>` per task."""
         if self._eval_cache is None:
-            self._eval_cache = list(data_lib.eval_batches(self.valid_records, self.tokenizer, self.batch_sharding,
-                                                          self.config.batch_size, self.shapes,
-                                                          self.config.eval_batches, self.config.data_threads))
+            self._eval_cache = list(
+                data_lib.eval_batches(
+                    self.valid_records,
+                    self.tokenizer,
+                    self.batch_sharding,
+                    self.config.batch_size,
+                    self.shapes,
+                    self.config.eval_batches,
+                    self.config.data_threads,
+                )
+            )
             distributed.compile_in_step(self.eval_fn, self.state["params"], self._eval_cache[0])
         sums = [jax.device_get(self.eval_fn(self.state["params"], batch)) for batch in self._eval_cache]
         total = {k: np.sum([s[k] for s in sums], axis=0) for k in ("ce", "tokens", "task_ce", "task_tokens")}
-        return {"valid_loss": float(total["ce"]) / max(float(total["tokens"]), 1.0),
-                **per_task_losses("valid_loss", total["task_ce"], total["task_tokens"])}
+        return {
+            "valid_loss": float(total["ce"]) / max(float(total["tokens"]), 1.0),
+            **per_task_losses("valid_loss", total["task_ce"], total["task_tokens"]),
+        }
 
     def generation_scores(self) -> dict[str, float]:
         """Per-task greedy-decoding metrics on a fixed validation sample (`eval_generate` per task)."""
@@ -166,8 +207,14 @@ class Trainer:
         from chatcell_jax.train import generation_eval
 
         if self._generation is None:  # one Generator for the run, so its search compiles once
-            generator = Generator(self.model_cfg, None, self.tokenizer, max_source_length=self.config.max_source_length,
-                                  batch_size=16, length_bucket=self.config.bucket_multiple)
+            generator = Generator(
+                self.model_cfg,
+                None,
+                self.tokenizer,
+                max_source_length=self.config.max_source_length,
+                batch_size=16,
+                length_bucket=self.config.bucket_multiple,
+            )
             samples = generation_eval.sample_tasks(self.valid_records, self.config.eval_generate, self.config.seed)
             self._generation = (generator, samples, _data_manifest(self.config.data))
         generator, samples, manifest = self._generation
@@ -208,19 +255,28 @@ class Trainer:
                 if step % config.log_every == 0 or step == config.steps:
                     values = jax.device_get(window)
                     elapsed = time.perf_counter() - last
-                    record = {"loss": float(np.mean([v["loss"] for v in values])),
-                              "objective": float(np.mean([v["objective"] for v in values])),
-                              **per_task_losses("loss", np.sum([v["task_ce"] for v in values], axis=0),
-                                                np.sum([v["task_tokens"] for v in values], axis=0)),
-                              "learning_rate": float(values[-1]["learning_rate"]),
-                              "grad_norm": float(values[-1]["grad_norm"]),
-                              "steps_per_s": len(values) / elapsed, "tokens_per_s": padded_tokens / elapsed,
-                              "truncated": self.batches.truncated}
+                    record = {
+                        "loss": float(np.mean([v["loss"] for v in values])),
+                        "objective": float(np.mean([v["objective"] for v in values])),
+                        **per_task_losses(
+                            "loss",
+                            np.sum([v["task_ce"] for v in values], axis=0),
+                            np.sum([v["task_tokens"] for v in values], axis=0),
+                        ),
+                        "learning_rate": float(values[-1]["learning_rate"]),
+                        "grad_norm": float(values[-1]["grad_norm"]),
+                        "steps_per_s": len(values) / elapsed,
+                        "tokens_per_s": padded_tokens / elapsed,
+                        "truncated": self.batches.truncated,
+                    }
                     if peak:
                         record["mfu"] = flops / elapsed / (peak * jax.device_count())
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", steps_s=f"{record['steps_per_s']:.2f}",
-                                    tok_s=f"{record['tokens_per_s']:.0f}",
-                                    **({"mfu": f"{100 * record['mfu']:.1f}%"} if peak else {}))
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.3f}",
+                        steps_s=f"{record['steps_per_s']:.2f}",
+                        tok_s=f"{record['tokens_per_s']:.0f}",
+                        **({"mfu": f"{100 * record['mfu']:.1f}%"} if peak else {}),
+                    )
                     window, flops, padded_tokens = [], 0.0, 0.0
                 if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
                     record.update(self.evaluate())
@@ -241,9 +297,13 @@ class Trainer:
 
     def _finish(self) -> None:
         if self.batches.truncated:
-            log.warning("%d of %d training rows read by this process were truncated to %d source / %d target tokens",
-                        self.batches.truncated, self.batches.examples, self.config.max_source_length,
-                        self.config.max_target_length)
+            log.warning(
+                "%d of %d training rows read by this process were truncated to %d source / %d target tokens",
+                self.batches.truncated,
+                self.batches.examples,
+                self.config.max_source_length,
+                self.config.max_target_length,
+            )
         params = gather(self.state["params"])
         self.checkpoints.close()
         self.metrics.close()
@@ -254,8 +314,11 @@ class Trainer:
 
 def per_task_losses(prefix: str, task_ce: np.ndarray, task_tokens: np.ndarray) -> dict[str, float]:
     """{prefix_<task>: token-mean cross entropy} for the tasks that had target tokens."""
-    return {f"{prefix}_{name}": float(ce) / float(n) for name, ce, n in zip(data_lib.TASK_NAMES, task_ce, task_tokens)
-            if n > 0}
+    return {
+        f"{prefix}_{name}": float(ce) / float(n)
+        for name, ce, n in zip(data_lib.TASK_NAMES, task_ce, task_tokens)
+        if n > 0
+    }
 
 
 def _data_manifest(data_dir: str):
@@ -276,8 +339,8 @@ def gather(tree):
 
 def save_trained_model(run_dir: Path, model_cfg, params, config: TrainConfig) -> None:
     """RUN/model (with the tokenizer and the data manifest), RUN/manifest.json and the loss curve."""
-    from chatcell_jax.model.directory import save_model
     from chatcell_jax.model import T5
+    from chatcell_jax.model.directory import save_model
 
     save_model(T5.from_params(model_cfg, params), None, run_dir / "model", tokenizer_dir=config.tokenizer)
     manifest = Path(config.data) / "manifest.json"

@@ -5,6 +5,7 @@ model. Requests are checked against `Limits` before any model work, so bad input
 reaches JAX. The model is called under a lock: one decode at a time keeps memory bounded and
 compiled shapes reused, while the server keeps accepting requests (they queue on the lock).
 """
+
 from __future__ import annotations
 
 import logging
