@@ -103,7 +103,7 @@ def setup_ours(train_cfg, vocab: int, batch_np: dict) -> tuple[Callable[[], floa
     model_cfg, params = build_params(train_cfg, vocab, mesh)
     tx, schedule = make_optimizer(train_cfg), make_schedule(train_cfg)
     make_state = partial(init_state, tx=tx, seed=train_cfg.seed)
-    shardings = state_shardings(jax.eval_shape(make_state, params), param_shardings(model_cfg, mesh), mesh)
+    shardings = state_shardings(jax.eval_shape(make_state, params), param_shardings(model_cfg, mesh), mesh, tx)
     bsh = batch_sharding(mesh)
     step_fn, _ = compile_steps(model_cfg, tx, schedule, 1, Objective(), shardings, bsh)
     holder = {"state": jax.jit(make_state, out_shardings=shardings)(params)}

@@ -1,7 +1,6 @@
 """End to end on the bundled PBMC cells: predictions file -> `chatcell evaluate` -> report and figures."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -246,17 +245,6 @@ def test_bad_predictions_are_input_errors(data, tmp_path, capsys):
     with pytest.raises(InputError, match="output"):
         read_predictions(no_output)
     assert not (tmp_path / "r").exists()
-
-
-def test_model_path_without_generation_is_a_clear_error(data, tmp_path, monkeypatch, capsys):
-    import chatcell_jax.serve
-
-    monkeypatch.setitem(sys.modules, "chatcell_jax.serve.jobs", None)  # as if the module did not exist
-    monkeypatch.delattr(chatcell_jax.serve, "jobs", raising=False)  # an earlier import leaves it on the package
-    code = main(["evaluate", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "r")])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "generation is not available" in err and "--predictions" in err
 
 
 def test_evaluate_runs_a_trained_model_end_to_end(trained_run, tmp_path):

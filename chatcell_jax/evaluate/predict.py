@@ -27,27 +27,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.serve import decoding, jobs, loading
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates
 from chatcell_jax.singlecell import tasks
 from chatcell_jax.singlecell.manifest import Manifest
 
 log = logging.getLogger(__name__)
-
-
-def _generation_modules():
-    """(jobs, loading, decoding), or an InputError saying generation is not available."""
-    try:
-        from chatcell_jax.serve import (
-            decoding,
-            jobs,  # first: it is the piece that may be missing
-            loading,
-        )
-    except ImportError as err:
-        raise InputError(
-            f"generation is not available yet in this installation ({err}); score existing answers "
-            "instead: `chatcell evaluate --data DIR --predictions FILE.jsonl --out REPORT`"
-        ) from err
-    return jobs, loading, decoding
 
 
 def predict_records(
@@ -68,7 +53,6 @@ def predict_records(
     classification records and `output_genes` for the generation records (for pseudo-cells the
     best of `candidates` samples by the model's own annotation)."""
     check_candidates(candidates)
-    jobs, loading, decoding = _generation_modules()
     generator, _ = loading.load_generator(model_ref, batch_size=batch_size, max_source_length=max_source_length)
     top_k = manifest.sentence_length
     # Two tokens per gene covers ChatCell's own tokenizer ("▁" + gene); ours needs one.

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from chatcell_jax.model.config import T5Config
 
@@ -78,26 +79,13 @@ def param_specs(cfg: T5Config, vocab_rows: int | None = None) -> dict[str, Any]:
     return specs
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'encoder': {'layers': {'q': x}}} -> {'encoder/layers/q': x}."""
-    out: dict[str, Any] = {}
-    for name, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{name}/"))
-        else:
-            out[f"{prefix}{name}"] = value
-    return out
+def flatten(tree: dict[str, Any]) -> dict[str, Any]:
+    """{'encoder': {'layers': {'q': x}}} -> {'encoder/layers/q': x} (our weight names)."""
+    return traverse_util.flatten_dict(tree, sep="/")
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = out
-        *parents, leaf = path.split("/")
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = value
-    return out
+    return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def init_params(cfg: T5Config, key: jax.Array) -> Params:

@@ -16,7 +16,6 @@ import math
 from collections.abc import Sequence
 
 import jax
-import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from chatcell_jax.errors import InputError
@@ -134,11 +133,3 @@ def create_sharded_model(config: T5Config, mesh: jax.sharding.Mesh, seed: int = 
     key = nnx.Rngs(seed).params()
     init = jax.jit(lambda k: init_params(config, k), out_shardings=param_shardings(config, mesh))
     return T5.from_params(config, init(key))
-
-
-def describe(params: Params) -> dict[str, str]:
-    """{path: "shape spec"} of placed parameters, for logs and tests."""
-    return {
-        k: f"{tuple(np.shape(v))} {getattr(getattr(v, 'sharding', None), 'spec', None)}"
-        for k, v in flatten(params).items()
-    }

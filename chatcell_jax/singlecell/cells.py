@@ -17,10 +17,13 @@ Two choices worth knowing:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
+from anndata.utils import make_index_unique
 
 from chatcell_jax.errors import InputError
 
@@ -209,21 +212,8 @@ def normalise_symbols(symbols: np.ndarray) -> np.ndarray:
 
 
 def make_unique(symbols: np.ndarray) -> tuple[np.ndarray, int]:
-    """Suffix repeats as SYMBOL-1, SYMBOL-2 (AnnData's convention); returns the number renamed."""
-    seen: dict[str, int] = {}
-    taken = set(symbols.tolist())
-    out, renamed = [], 0
-    for symbol in symbols:
-        if symbol not in seen:
-            seen[symbol] = 0
-            out.append(symbol)
-            continue
-        renamed += 1
-        while True:
-            seen[symbol] += 1
-            candidate = f"{symbol}-{seen[symbol]}"
-            if candidate not in taken:
-                break
-        taken.add(candidate)
-        out.append(candidate)
-    return np.array(out, dtype=object), renamed
+    """Repeats suffixed SYMBOL-1, SYMBOL-2 (anndata's `make_index_unique`); returns the number renamed."""
+    with warnings.catch_warnings():  # anndata warns when a suffix could collide; it avoids the collision
+        warnings.simplefilter("ignore", UserWarning)
+        unique = make_index_unique(pd.Index(symbols, dtype=object)).to_numpy(dtype=object)
+    return unique, int((unique != np.asarray(symbols, dtype=object)).sum())

@@ -52,9 +52,6 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def all_steps(self) -> list[int]:
-        return list(self.manager.all_steps())
-
     def save(self, step: int, state: Any, data_iterator: Any, valid_loss: float | None = None) -> None:
         """Start an async save (returns once device buffers are copied)."""
         args = ocp.args.Composite(

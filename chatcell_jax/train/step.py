@@ -43,34 +43,24 @@ def init_state(params, tx: optax.GradientTransformation, seed: int) -> State:
     }
 
 
-def _like_params(tree, param_shardings, mesh, param_shapes) -> Any:
-    """Shardings for an optimizer-state subtree: a parameter's sharding where the leaf has that
-    parameter's shape (Adam moments), replicated otherwise."""
+def state_shardings(abstract_state: State, param_shardings, mesh, tx: optax.GradientTransformation) -> State:
+    """NamedShardings for every leaf of the (abstract) train state.
+
+    Optimizer-state copies of the parameter tree (found by optax from `tx`) take a parameter's
+    sharding where the leaf has that parameter's shape (Adam moments); everything else, such as
+    Adafactor's factored moments and step counts, is replicated."""
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.tree.map(
-        lambda leaf, sh, shape: sh if tuple(leaf.shape) == tuple(shape) else replicated,
-        tree,
-        param_shardings,
-        param_shapes,
-    )
 
+    def like_param(leaf, sharding, param):
+        return sharding if tuple(leaf.shape) == tuple(param.shape) else replicated
 
-def state_shardings(abstract_state: State, param_shardings, mesh) -> State:
-    """NamedShardings for every leaf of the (abstract) train state."""
-    replicated = NamedSharding(mesh, PartitionSpec())
-    pdef = jax.tree.structure(param_shardings)
-    param_shapes = jax.tree.map(lambda a: a.shape, abstract_state["params"])
-
-    def is_param_tree(node) -> bool:
-        try:
-            return jax.tree.structure(node) == pdef
-        except Exception:  # noqa: BLE001 - unusual nodes are simply not parameter trees
-            return False
-
-    opt = jax.tree.map(
-        lambda node: _like_params(node, param_shardings, mesh, param_shapes) if is_param_tree(node) else replicated,
+    opt = optax.tree_utils.tree_map_params(
+        tx,
+        like_param,
         abstract_state["opt_state"],
-        is_leaf=is_param_tree,
+        param_shardings,
+        abstract_state["params"],
+        transform_non_params=lambda _: replicated,
     )
     return {"params": param_shardings, "opt_state": opt, "step": replicated, "rng": replicated}
 

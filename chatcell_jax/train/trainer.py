@@ -145,7 +145,7 @@ class Trainer:
         tx, self.schedule = make_optimizer(config), make_schedule(config)
         make_state = partial(init_state, tx=tx, seed=config.seed)
         abstract = jax.eval_shape(make_state, params)
-        self.shardings = state_shardings(abstract, param_shardings(self.model_cfg, self.mesh), self.mesh)
+        self.shardings = state_shardings(abstract, param_shardings(self.model_cfg, self.mesh), self.mesh, tx)
         self.checkpoints = Checkpoints(
             self.run_dir / "checkpoints", config.keep_checkpoints, config.keep_best, config.async_checkpoint
         )
