@@ -1,29 +1,36 @@
-"""The training run config: one typed, flat dataclass loaded from YAML plus `--set key=value`.
+"""The training run config: one typed, flat pydantic model loaded from YAML plus `--set key=value`.
 
 Flat on purpose (as MaxText's base.yml): every key is overridable as `--set key=value` without
-dotted paths, and the groups below are only comments. Unknown keys and values of the wrong type or
-range are InputErrors naming the key, so a typo never silently falls back to a default. The
-resolved config is written to the run directory as `config.json`; `--resume` reads it back.
+dotted paths, and the groups below are only comments. pydantic checks types and ranges; unknown
+keys and bad values are InputErrors naming the key, so a typo never silently falls back to a
+default. `--set` values are read as YAML scalars first (`steps=9`, `shuffle=false`,
+`mesh=[2,2,2]` or `mesh=2,2,2`, `task_sampling={annotation: 2}`), except for string keys, which
+take the text as it is. The resolved config is written to the run directory as `config.json`;
+`--resume` reads it back.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chatcell_jax.errors import InputError
 
 CONFIG_FILE = "config.json"
+AtLeastOne = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]  # a probability below one (dropout, smoothing)
+TaskMap = dict[str, Annotated[float, Field(ge=0.0)]]
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
     # --- inputs and outputs ---
     data: str = ""  # prepared data dir (train/valid.jsonl) or ChatCell-Instructions dir (train/valid.json)
     tokenizer: str = ""  # tokenizer directory (`chatcell tokenizer`)
@@ -31,143 +38,93 @@ class TrainConfig:
     overwrite: bool = False  # replace an existing run directory (otherwise an error; see --resume)
     # --- model ---
     model: str = "tiny"  # preset name / preset YAML (from scratch), or a model / HF directory (fine-tune)
-    vocab_init: str = "mean"  # rows for tokens new to a pretrained model: mean | normal
-    dtype: str = "float32"  # compute dtype (bfloat16 on accelerators); params and optimizer stay float32
-    dropout_rate: float = 0.1
-    remat: str = "none"  # none | minimal | full (activation recomputation, trades compute for memory)
+    vocab_init: Literal["mean", "normal"] = "mean"  # rows for tokens new to a pretrained model
+    dtype: Literal["float32", "bfloat16"] = "float32"  # compute; params and optimizer stay float32
+    dropout_rate: Rate = 0.1
+    remat: Literal["none", "minimal", "full"] = "none"  # activation recomputation
     scan_layers: bool = True  # lax.scan over layers (fast compile) or unrolled
     # --- data ---
-    max_source_length: int = 512  # longer sources are truncated (EOS kept) and counted
-    max_target_length: int = 128
-    padding: str = "bucket"  # bucket: pad each batch to its longest row rounded up | max: always the maxima
-    #                          | pack: several examples per row (segment ids), same loss, fewer rows
-    bucket_multiple: int = 64  # bucket granularity (fewer buckets = fewer compilations)
+    max_source_length: AtLeastOne = 512  # longer sources are truncated (EOS kept) and counted
+    max_target_length: AtLeastOne = 128
+    # padding: bucket pads each batch to its longest row rounded up, max always to the maxima, pack
+    # puts several examples in a row (segment ids): same loss, fewer rows
+    padding: Literal["bucket", "max", "pack"] = "bucket"
+    bucket_multiple: AtLeastOne = 64  # bucket granularity (fewer buckets = fewer compilations)
     shuffle: bool = True  # reshuffle the training set every epoch (seeded)
-    data_threads: int = 2  # grain read threads per process
+    data_threads: AtLeastOne = 2  # grain read threads per process
     # --- batch and steps ---
-    steps: int = 300  # optimizer steps
-    batch_size: int = 16  # global batch (all processes), examples per optimizer step
-    grad_accum_steps: int = 1  # micro-batches per step; batch_size must divide by it x data parallelism
-    seed: int = 0  # parameters, dropout and data order
+    steps: AtLeastOne = 300  # optimizer steps
+    batch_size: AtLeastOne = 16  # global batch (all processes), examples per optimizer step
+    grad_accum_steps: AtLeastOne = 1  # micro-batches per step; batch_size must divide by it x data parallelism
+    seed: NonNegativeInt = 0  # parameters, dropout and data order
     # --- optimizer and schedule ---
-    optimizer: str = "adamw"  # adamw | adafactor
-    learning_rate: float = 1e-3  # peak learning rate
-    warmup_steps: int = 30  # linear warmup from 0
-    decay: str = "cosine"  # cosine | linear | constant (after warmup)
-    end_learning_rate_ratio: float = 0.1  # final lr = ratio x peak (cosine, linear)
-    weight_decay: float = 0.01  # decoupled; never applied to norm scales
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
+    learning_rate: NonNegative = 1e-3  # peak learning rate
+    warmup_steps: NonNegativeInt = 30  # linear warmup from 0
+    decay: Literal["cosine", "linear", "constant"] = "cosine"  # after warmup
+    end_learning_rate_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # final lr = ratio x peak (cosine, linear)
+    weight_decay: NonNegative = 0.01  # decoupled; never applied to norm scales
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
-    grad_clip: float = 1.0  # global-norm clip; 0 disables
+    grad_clip: NonNegative = 1.0  # global-norm clip; 0 disables
     # --- loss and task mix (see chatcell_jax/train/loss.py) ---
-    loss_normalization: str = "tokens"  # tokens (HF's token mean) | examples (each answer counts once) | tasks
-    task_weights: dict[str, float] = field(default_factory=dict)  # `tasks` mode: {task: weight}, default 1 each
-    task_sampling: str | dict[str, float] = "proportional"  # proportional | uniform | {task: rate}
-    decoder_input_dropout: float = 0.0  # teacher-forcing inputs replaced by <unk> at this rate (word dropout)
-    label_smoothing: float = 0.0
-    z_loss: float = 0.0  # t5x's log(Z)^2 penalty (1e-4 there); keeps logits near zero in bf16
+    loss_normalization: Literal["tokens", "examples", "tasks"] = "tokens"  # tokens: HF's mean; examples: per answer
+    task_weights: TaskMap = Field(default_factory=dict)  # `tasks` mode: {task: weight}, default 1 each
+    task_sampling: Literal["proportional", "uniform"] | TaskMap = "proportional"  # or {task: rate}
+    decoder_input_dropout: Rate = 0.0  # teacher-forcing inputs replaced by <unk> at this rate (word dropout)
+    label_smoothing: Rate = 0.0
+    z_loss: NonNegative = 0.0  # t5x's log(Z)^2 penalty (1e-4 there); keeps logits near zero in bf16
     # --- parallelism ---
-    mesh: list[int] = field(default_factory=lambda: [-1, 1, 1])  # (data, fsdp, model) sizes; one -1 fills
+    mesh: list[int] = Field(default_factory=lambda: [-1, 1, 1])  # (data, fsdp, model) sizes; one -1 fills
     coordinator_address: str = ""  # host:port of process 0 for multi-process runs; "" = auto / single
-    num_processes: int = 0  # with coordinator_address (0 = let jax.distributed detect)
+    num_processes: NonNegativeInt = 0  # with coordinator_address (0 = let jax.distributed detect)
     process_id: int = -1  # with coordinator_address (-1 = let jax.distributed detect)
     # --- evaluation ---
-    eval_every: int = 100  # validation loss every N steps (and at step 0 and the end); 0 disables
-    eval_batches: int = 8  # validation batches per evaluation; 0 = the whole split
-    eval_generate: int = 0  # validation prompts per task decoded greedily at each evaluation (0: loss only)
+    eval_every: NonNegativeInt = 100  # validation loss every N steps (and at step 0 and the end); 0 disables
+    eval_batches: NonNegativeInt = 8  # validation batches per evaluation; 0 = the whole split
+    eval_generate: NonNegativeInt = 0  # validation prompts per task decoded greedily at each evaluation (0: loss only)
     # --- checkpoints ---
-    checkpoint_every: int = 0  # Orbax checkpoint every N steps (0: only at the end)
-    keep_checkpoints: int = 2  # the latest K are kept ...
+    checkpoint_every: NonNegativeInt = 0  # Orbax checkpoint every N steps (0: only at the end)
+    keep_checkpoints: AtLeastOne = 2  # the latest K are kept ...
     keep_best: bool = True  # ... plus the one with the lowest validation loss
     async_checkpoint: bool = True  # write checkpoints in the background
     # --- logging ---
-    log_every: int = 10  # train loss to metrics.jsonl / TensorBoard / progress bar every N steps
+    log_every: AtLeastOne = 10  # train loss to metrics.jsonl / TensorBoard / progress bar every N steps
     tensorboard: bool = True  # event files under RUN/tensorboard
-    peak_tflops: float = 0.0  # per-device peak for the MFU estimate; 0 = from the device kind (if known)
+    peak_tflops: NonNegative = 0.0  # per-device peak for the MFU estimate; 0 = from the device kind (if known)
 
-    def validate(self) -> None:
-        """InputError naming the first bad key."""
-        for name in ("data", "tokenizer", "out"):
-            if not getattr(self, name):
-                raise InputError(f"config key {name!r} is required (e.g. --set {name}=PATH)")
-        positive = (
-            "steps",
-            "batch_size",
-            "grad_accum_steps",
-            "max_source_length",
-            "max_target_length",
-            "bucket_multiple",
-            "data_threads",
-            "keep_checkpoints",
-            "log_every",
-        )
-        non_negative = (
-            "warmup_steps",
-            "eval_every",
-            "eval_batches",
-            "eval_generate",
-            "checkpoint_every",
-            "seed",
-            "grad_clip",
-            "weight_decay",
-            "z_loss",
-            "peak_tflops",
-            "learning_rate",
-            "num_processes",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise InputError(f"config key {name!r} must be at least 1, got {getattr(self, name)!r}")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise InputError(f"config key {name!r} must not be negative, got {getattr(self, name)!r}")
-        choices = {
-            "vocab_init": ("mean", "normal"),
-            "dtype": ("float32", "bfloat16"),
-            "remat": ("none", "minimal", "full"),
-            "padding": ("bucket", "max", "pack"),
-            "optimizer": ("adamw", "adafactor"),
-            "decay": ("cosine", "linear", "constant"),
-            "loss_normalization": ("tokens", "examples", "tasks"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise InputError(f"config key {name!r} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        for name in ("dropout_rate", "label_smoothing", "decoder_input_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise InputError(f"config key {name!r} must be in [0, 1), got {getattr(self, name)!r}")
-        if not 0.0 <= self.end_learning_rate_ratio <= 1.0:
-            raise InputError(
-                f"config key 'end_learning_rate_ratio' must be in [0, 1], got {self.end_learning_rate_ratio!r}"
-            )
-        if len(self.mesh) != 3 or self.mesh.count(-1) > 1 or any(s == 0 or s < -1 for s in self.mesh):
-            raise InputError(
-                f"config key 'mesh' must be three sizes (data, fsdp, model), positive or one -1, got {self.mesh!r}"
-            )
-        self._validate_tasks()
+    @field_validator("mesh", mode="before")
+    @classmethod
+    def _mesh_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "2,2,2"
+            return [yaml.safe_load(v) for v in value.split(",")]
+        return value
+
+    @field_validator("mesh")
+    @classmethod
+    def _mesh_shape(cls, mesh: list[int]) -> list[int]:
+        if len(mesh) != 3 or mesh.count(-1) > 1 or any(s == 0 or s < -1 for s in mesh):
+            raise ValueError(f"must be three sizes (data, fsdp, model), positive or one -1, got {mesh!r}")
+        return mesh
+
+    @field_validator("task_weights", "task_sampling")
+    @classmethod
+    def _known_tasks(cls, value: Any) -> Any:
+        from chatcell_jax.singlecell.tasks import NAMES
+
+        unknown = sorted(set(value) - set(NAMES)) if isinstance(value, dict) else []
+        if unknown:
+            raise ValueError(f"names unknown task(s) {unknown}; the tasks are {list(NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainConfig:
         if self.batch_size % self.grad_accum_steps:
-            raise InputError(
+            raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by grad_accum_steps {self.grad_accum_steps}"
             )
-
-    def _validate_tasks(self) -> None:
-        from chatcell_jax.singlecell.tasks import NAMES as TASKS
-
-        if isinstance(self.task_sampling, str) and self.task_sampling not in ("proportional", "uniform"):
-            raise InputError(
-                "config key 'task_sampling' must be proportional, uniform or a mapping {task: rate}, "
-                f"got {self.task_sampling!r}"
-            )
-        for name in ("task_weights", "task_sampling"):
-            value = getattr(self, name)
-            if not isinstance(value, dict):
-                continue
-            unknown = sorted(set(value) - set(TASKS))
-            if unknown:
-                raise InputError(f"config key {name!r} names unknown task(s) {unknown}; the tasks are {list(TASKS)}")
-            if any(v < 0 for v in value.values()):
-                raise InputError(f"config key {name!r} must not hold negative values, got {value!r}")
+        return self
 
     def task_weight_vector(self) -> tuple[float, ...]:
         """`task_weights` as one weight per task slot (`chatcell_jax.train.data.TASK_NAMES`), 1 by default."""
@@ -176,52 +133,30 @@ class TrainConfig:
         return tuple(float(self.task_weights.get(name, 1.0)) for name in TASK_NAMES)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-def _kinds() -> dict[str, Any]:
-    hints = typing.get_type_hints(TrainConfig)
-    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+def _first_error(err: ValidationError) -> InputError:
+    """The first problem pydantic found, as a one-line error naming the key."""
+    first = err.errors()[0]
+    message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:
+        return InputError(message)
+    key = str(first["loc"][0])
+    if first["type"] == "extra_forbidden":
+        return InputError(f"unknown config key {key!r}; known keys: {', '.join(sorted(TrainConfig.model_fields))}")
+    return InputError(f"config key {key!r}: {message[0].lower() + message[1:]}, got {first['input']!r}")
 
 
-def _coerce(name: str, kind: Any, value: Any) -> Any:
-    """`value` as `kind`; strings from --set are parsed as YAML scalars/lists first."""
-    if isinstance(value, str) and kind is not str:
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            pass
-    if kind is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind in (dict[str, float], str | dict[str, float]):
-        return _coerce_task_map(name, kind, value)
-    if kind == list[int]:
-        if isinstance(value, str):  # "2,2,2"
-            value = [yaml.safe_load(v) for v in value.split(",")]
-        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return list(value)
-        raise InputError(f"config key {name!r} needs a list of integers such as [2, 2, 2], got {value!r}")
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InputError(f"config key {name!r} needs a {kind.__name__}, got {value!r}")
-    return value
-
-
-def _coerce_task_map(name: str, kind: Any, value: Any) -> Any:
-    """{task: number} (from YAML or `--set key={annotation: 2}`), or for task_sampling a mode name."""
-    if isinstance(value, str) and kind is not dict[str, float]:
-        return value
-    if (
-        isinstance(value, dict)
-        and all(isinstance(k, str) for k in value)
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
-    ):
-        return {k: float(v) for k, v in value.items()}
-    raise InputError(f"config key {name!r} needs a mapping {{task: number}} such as {{annotation: 2.0}}, got {value!r}")
+def _from_text(key: str, text: str) -> Any:
+    """A `--set` value: YAML for typed keys ("9", "false", "[2,2,2]"), the text itself for strings."""
+    field = TrainConfig.model_fields.get(key)
+    if field is None or field.annotation is str:
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -253,13 +188,14 @@ def load_config(
     data = dict(base or {})
     if path is not None:
         data.update(_read_yaml(Path(path)))
-    data.update(parse_overrides(overrides or []))
-    kinds = _kinds()
-    unknown = sorted(set(data) - set(kinds))
-    if unknown:
-        raise InputError(f"unknown config key(s) {unknown}; known keys: {', '.join(sorted(kinds))}")
-    config = TrainConfig(**{k: _coerce(k, kinds[k], v) for k, v in data.items()})
-    config.validate()
+    data.update({key: _from_text(key, value) for key, value in parse_overrides(overrides or []).items()})
+    try:
+        config = TrainConfig(**data)
+    except ValidationError as err:
+        raise _first_error(err) from None
+    for name in ("data", "tokenizer", "out"):
+        if not getattr(config, name):
+            raise InputError(f"config key {name!r} is required (e.g. --set {name}=PATH)")
     return config
 
 
