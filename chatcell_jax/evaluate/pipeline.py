@@ -39,7 +39,7 @@ class EvaluateOptions:
     max_genes: int = 2000  # most variable genes used as baseline features
     seed: int = 0
     # Threads for the Levenshtein matrices and for BLAS (PCA, logistic regression). One by default:
-    # the matrices are small, and BLAS threads competing for busy cores ran 30x slower than one.
+    # the matrices are small, and BLAS threads competing for busy cores are far slower than one.
     workers: int = 1
     cells_path: str | None = None  # the cells source, when it moved since `chatcell prepare`
     overwrite: bool = False

@@ -289,7 +289,7 @@ def sample_or_greedy(
 
 def _argmax(x: jax.Array) -> jax.Array:
     """`jnp.argmax` over the last axis (first index of the maximum) as two plain reductions: XLA's
-    CPU argmax (a variadic reduce) is ~15x slower than a max over the same [rows, 32k] logits."""
+    CPU argmax (a variadic reduce) is much slower than a max over the same [rows, 32k] logits."""
     first = jnp.where(x == jnp.max(x, axis=-1, keepdims=True), jnp.arange(x.shape[-1]), x.shape[-1])
     return jnp.min(first, axis=-1)
 
@@ -512,7 +512,7 @@ def _top_k_stable(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
 
 def _top_k_barrier(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """`lax.top_k`. The optimization barrier keeps XLA from rewriting the TopK into a full sort of
-    the row when only part of its output is used (on CPU that rewrite made a sampling step 30x slower)."""
+    the row when only part of its output is used (on CPU that rewrite makes a sampling step far slower)."""
     return jax.lax.optimization_barrier(jax.lax.top_k(x, k))
 
 
