@@ -257,7 +257,7 @@ def test_a_tokenizer_without_single_token_genes_is_an_input_error(setup):
     with pytest.raises(InputError, match="one token per gene"):
         single_token_genes(generator.tokenizer, ["NOT-A-GENE-1", "NOT_A_GENE_2"], generator.config.vocab_size)
     with pytest.raises(InputError, match="lists none"):
-        generator.gene_vocabulary({"genes": {}, "dataset_genes": []})
+        generator.gene_vocabulary(dataclasses.replace(manifest, genes={}, dataset_genes=()))
     # ids beyond the model's rows are no genes it can emit
     with pytest.raises(InputError, match="one token per gene"):
         single_token_genes(generator.tokenizer, manifest.genes, 3)
