@@ -363,7 +363,13 @@ def test_evaluate_skips_gene_answers_a_tokenizer_cannot_spell(setup, caplog):
     generator, manifest, vocabulary = setup
     records = [{"task": "random_generation", "source": PROMPTS[1]}, {"task": "annotation", "source": PROMPTS[2]}]
     _add_gene_answers(
-        generator, records, {"dataset_genes": ["NOT-A-GENE-1"], "top_k": 5}, CHATCELL_SAMPLING, 0, False, False
+        generator,
+        records,
+        dataclasses.replace(manifest, dataset_genes=("NOT-A-GENE-1",), top_k=5),
+        CHATCELL_SAMPLING,
+        0,
+        False,
+        False,
     )
     assert "one token per gene" in caplog.text and not any("output_genes" in r for r in records)
     _add_gene_answers(generator, records, manifest, CHATCELL_SAMPLING, 0, False, False)

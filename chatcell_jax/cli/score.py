@@ -232,9 +232,10 @@ def run_predict_drug(args: argparse.Namespace) -> int:
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "predict-drug")
     labels = list(manifest.labels.response) or ["resistant", "sensitive"]
+    kind = "drug" if manifest.source("drug") is not None else "cells"  # a cells-only model: its cells' recipe
     summary = classify_h5ad(
         generator,
-        _recipe(args, manifest, "drug"),
+        _recipe(args, manifest, kind),
         args.cells,
         args.out,
         labels=labels,

@@ -138,13 +138,14 @@ class TrainConfig(BaseModel):
 
 def _first_error(err: ValidationError) -> InputError:
     """The first problem pydantic found, as a one-line error naming the key."""
+    extra = [str(e["loc"][0]) for e in err.errors() if e["type"] == "extra_forbidden"]
+    if extra:
+        return InputError(f"unknown config key(s) {extra}; known keys: {', '.join(sorted(TrainConfig.model_fields))}")
     first = err.errors()[0]
     message = first["msg"].removeprefix("Value error, ")
     if not first["loc"]:
         return InputError(message)
     key = str(first["loc"][0])
-    if first["type"] == "extra_forbidden":
-        return InputError(f"unknown config key {key!r}; known keys: {', '.join(sorted(TrainConfig.model_fields))}")
     return InputError(f"config key {key!r}: {message[0].lower() + message[1:]}, got {first['input']!r}")
 
 
