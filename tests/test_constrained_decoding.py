@@ -98,7 +98,8 @@ def test_toy_searches_emit_exactly_n_distinct_allowed_tokens(settings, n):
 def test_constrained_beam_candidates_match_the_plain_route(vocab):
     """With the dense ban mask the chunked candidate search (4096) and the plain one (999) rank
     exactly what log_softmax + mask + running scores ranks, ties included."""
-    from chatcell_jax.serve.decoding import _beam_candidates, _top_k_barrier
+    from chatcell_jax.serve.cpu_kernels import top_k_barrier
+    from chatcell_jax.serve.decoding import _beam_candidates
 
     B, K, k, n = 3, 4, 8, 5
     rng = np.random.default_rng(vocab)
@@ -111,7 +112,7 @@ def test_constrained_beam_candidates_match_the_plain_route(vocab):
         eos = np.arange(vocab) == EOS
         banned = (used | eos) if ban_eos else ~eos
         plain = jnp.where(banned, -jnp.inf, jax.nn.log_softmax(logits, axis=-1)) + running.reshape(-1, 1)
-        want = _top_k_barrier(plain.reshape(B, -1), k)
+        want = top_k_barrier(plain.reshape(B, -1), k)
         got = jax.jit(_beam_candidates, static_argnums=(4, 5))(
             logits, sequences, jnp.int32(cur_len), running, cfg, k, jnp.asarray(used)
         )

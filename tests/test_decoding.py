@@ -140,29 +140,15 @@ def test_top_p_threshold_matches_the_sorted_rule(top_k):
             assert set(np.flatnonzero(kept)) == expected
 
 
-# --- the fast kernels give exactly what the plain jax operations give ---------------------------
-
-
-@pytest.mark.parametrize("m,k", [(512, 8), (1024, 4), (4096, 50), (32128 * 4, 8)])
-def test_chunked_top_k_matches_lax_top_k_with_ties(m, k):
-    from chatcell_jax.serve.decoding import _chunk_size, _top_k_barrier, _top_k_chunked
-
-    rng = np.random.default_rng(m + k)
-    x = rng.integers(-4, 4, size=(3, m)).astype(np.float32)  # many ties, across chunk boundaries
-    x[0, rng.integers(0, m, 30)] = -np.inf
-    x[2] = rng.normal(size=m)
-    chunk = _chunk_size(m, k)
-    assert chunk
-    got, want = _top_k_chunked(jnp.asarray(x), k, chunk), _top_k_barrier(jnp.asarray(x), k)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[1], want[1])
+# --- the chunked beam candidates rank exactly what the plain route ranks --------------------------
 
 
 @pytest.mark.parametrize("vocab,processors", [(4096, False), (4096, True), (999, True)])
 def test_beam_candidates_match_log_softmax_plus_scores_then_top_k(vocab, processors):
     """The chunked candidate search scores exactly the candidates the plain route ranks first
     (ties included; 999 columns have no chunk width and take the plain route)."""
-    from chatcell_jax.serve.decoding import _beam_candidates, _process, _top_k_barrier
+    from chatcell_jax.serve.cpu_kernels import top_k_barrier
+    from chatcell_jax.serve.decoding import _beam_candidates, _process
 
     B, K, k = 3, 4, 8
     rng = np.random.default_rng(vocab + processors)
@@ -174,40 +160,9 @@ def test_beam_candidates_match_log_softmax_plus_scores_then_top_k(vocab, process
     )
     cur_len = jnp.int32(6)
     plain = _process(jax.nn.log_softmax(logits, axis=-1), sequences, cur_len, cfg) + running.reshape(-1, 1)
-    want = _top_k_barrier(plain.reshape(B, -1), k)
+    want = top_k_barrier(plain.reshape(B, -1), k)
     got = jax.jit(_beam_candidates, static_argnums=(4, 5))(logits, sequences, cur_len, running, cfg, k)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     if processors:
         assert np.isinf(np.asarray(plain)).any()  # the processors did ban something
-
-
-def test_gumbel_at_reproduces_jax_random_gumbel():
-    from chatcell_jax.serve.decoding import _gumbel_at
-
-    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys(3, jnp.arange(4)), 7)
-    full = jax.vmap(lambda key: jax.random.gumbel(key, (5000,)))(keys)
-    index = jnp.asarray(np.random.default_rng(0).integers(0, 5000, (4, 64)), jnp.int32)
-    np.testing.assert_array_equal(jax.jit(jax.vmap(_gumbel_at))(keys, index), jnp.take_along_axis(full, index, 1))
-
-
-@pytest.mark.parametrize("ties", [False, True])
-def test_top_k_categorical_draws_what_jax_random_categorical_draws(ties):
-    from chatcell_jax.serve.decoding import _categorical
-
-    rng, k, vocab = np.random.default_rng(int(ties)), 20, 4096
-    for trial in range(5):
-        x = (rng.normal(size=(8, vocab)) * 3).astype(np.float32)
-        if ties:  # more than k entries share the k-th value: the exact fallback
-            x = np.round(x)
-        x = np.where(x < np.sort(x, -1)[:, -k][:, None], -np.inf, x)
-        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys(trial, jnp.arange(8)), trial)
-        want = jax.vmap(jax.random.categorical)(keys, jnp.asarray(x))
-        np.testing.assert_array_equal(jax.jit(_categorical, static_argnums=2)(keys, jnp.asarray(x), k), want)
-
-
-def test_argmax_is_jnp_argmax():
-    from chatcell_jax.serve.decoding import _argmax
-
-    x = jnp.asarray(np.round(np.random.default_rng(0).normal(size=(6, 300))), jnp.float32)  # ties: first wins
-    np.testing.assert_array_equal(_argmax(x), jnp.argmax(x, axis=-1))

@@ -1,4 +1,4 @@
-"""The NNX T5 on its own: configs and presets, incremental decoding, dropout, remat, dtypes,
+"""The T5 on its own: configs and presets, incremental decoding, dropout, remat, dtypes,
 vocabulary extension. HF parity lives in test_hf.py, sharding in test_sharding.py."""
 
 from __future__ import annotations
@@ -117,30 +117,29 @@ def test_decode_step_reproduces_teacher_forcing(model):
 
 
 def test_decode_step_in_jit_while_loop_with_beams():
-    """The functional route: nnx.split outside, merge inside jit, decode under lax.while_loop, with
-    the cache expanded to 2 rows per input (beams) and reordered the way beam search does."""
+    """Decoding under lax.while_loop inside jit, params passed as a pytree, with the cache expanded
+    to 2 rows per input (beams) and reordered the way beam search does."""
     m = T5(config("v1.1"), rngs=nnx.Rngs(1))
+    cfg = m.config
     ids, mask, dec, _ = batch(b=2)
     t = dec.shape[1]
     full = _logits(m, (ids, mask, dec, None))
-    graphdef, state = nnx.split(m)
 
     @jax.jit
-    def run(state, ids, mask, dec):
-        mm = nnx.merge(graphdef, state)
-        cache = mm.init_cache(4, t, mm.encode(ids, mask), mask)
+    def run(params, ids, mask, dec):
+        cache = t5_fn.init_cache(cfg, params, 4, t, t5_fn.encode(cfg, params, ids, mask), mask)
         dec2 = jnp.repeat(dec, 2, axis=0)
 
         def body(carry):
             i, cache, out = carry
-            logits, cache = mm.decode_step(dec2[:, i], cache, i)
-            cache = T5.reorder_cache(cache, jnp.array([1, 0, 3, 2]))  # swap the two beams of each input
+            logits, cache = t5_fn.decode_step(cfg, params, dec2[:, i], cache, i)
+            cache = t5_fn.reorder_cache(cache, jnp.array([1, 0, 3, 2]))  # swap the two beams of each input
             return i + 1, cache, out.at[:, i].set(logits)
 
-        out = jnp.zeros((4, t, m.config.padded_vocab_size), jnp.float32)
+        out = jnp.zeros((4, t, cfg.padded_vocab_size), jnp.float32)
         return jax.lax.while_loop(lambda c: c[0] < t, body, (jnp.int32(0), cache, out))[2]
 
-    out = np.asarray(run(state, ids, mask, dec))
+    out = np.asarray(run(m.params(), ids, mask, dec))
     np.testing.assert_allclose(out[::2, :, :VOCAB], full[..., :VOCAB], atol=1e-5, rtol=0)
     np.testing.assert_allclose(out[1::2, :, :VOCAB], full[..., :VOCAB], atol=1e-5, rtol=0)
 
@@ -222,19 +221,14 @@ def test_unrolled_layers_and_remat_match_scan():
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
 
 
-def test_dropout_needs_a_key_and_changes_outputs():
+def test_dropout_key_decides_the_masks():
     m = T5(config("v1.0", dropout_rate=0.3), rngs=nnx.Rngs(0))
     ids, mask, dec, _ = batch(b=2, s=5, t=4)
-    with pytest.raises(ValueError, match="dropout_rng"):
-        m(ids, mask, dec, deterministic=False)
-    # The module's own call, under nnx.jit as a training step would use it.
-    train = nnx.jit(lambda m, key: m(ids, mask, dec, deterministic=False, dropout_rng=key))
-    clean = np.asarray(nnx.jit(lambda m: m(ids, mask, dec))(m))
-    a = np.asarray(train(m, jax.random.key(1)))
-    b = np.asarray(train(m, jax.random.key(1)))
-    c = np.asarray(train(m, jax.random.key(2)))
-    np.testing.assert_array_equal(a, b)
-    assert np.abs(a - clean)[..., :VOCAB].max() > 1e-2 and np.abs(a - c)[..., :VOCAB].max() > 1e-2
+    b = (ids, mask, dec, None)
+    clean = _logits(m, b)  # no key: no dropout
+    a, again, other = (_logits(m, b, jax.random.key(k)) for k in (1, 1, 2))
+    np.testing.assert_array_equal(a, again)
+    assert np.abs(a - clean)[..., :VOCAB].max() > 1e-2 and np.abs(a - other)[..., :VOCAB].max() > 1e-2
 
 
 def test_bfloat16_compute_keeps_fp32_params_and_logits():

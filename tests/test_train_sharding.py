@@ -58,5 +58,5 @@ def test_meshes_match_one_device(prepared, tmp_path):
             err_msg=f"mesh {mesh}",
         )
         if mesh == "[1,4,2]":  # parameters really are split: the embedding over model, d_model over fsdp
-            spec = trainer.state["params"]["shared"].sharding.spec
+            spec = trainer.state.params["shared"].sharding.spec
             assert spec == jax.sharding.PartitionSpec("model", "fsdp"), spec

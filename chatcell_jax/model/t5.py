@@ -1,9 +1,8 @@
-"""T5 encoder-decoder in Flax NNX: the module, and the pure functions it is made of.
+"""T5 encoder-decoder: pure functions of `(config, params, ...)`, and `T5`, a thin NNX holder.
 
-`T5` holds the parameters (one `nnx.Param` per stacked weight, each with logical axis names) and
-delegates to pure functions of `(config, params, ...)`. Those functions are the functional API:
-inside `jax.jit` / `lax.while_loop` either merge the module (`nnx.merge(graphdef, state)`) and call
-its methods, or call `decode_step(config, params, ...)` on `model.params()` directly, e.g.
+The functions are the model's API: `forward` (teacher-forced logits, training and scoring),
+`encode`, `init_cache`, `decode_step` and `reorder_cache` (incremental decoding under jit). Every
+caller (trainer, generator, HF conversion, benchmarks) passes a nested dict of arrays, e.g.
 
     params = model.params()                          # nested dict of arrays (a pytree)
     @jax.jit
@@ -14,9 +13,14 @@ its methods, or call `decode_step(config, params, ...)` on `model.params()` dire
         step_fn = lambda tok, cache, i: decode_step(cfg, layers, tok, cache, i)
         ...                                           # chatcell_jax.serve.decoding.generate(step_fn, cache, ...)
 
+`T5` (an `nnx.Module`) only draws fresh weights, checks given ones against the parameter table and
+hands out `params()`; it has no computation of its own, so there is one way to run the model.
+Placement on a mesh is `chatcell_jax.model.sharding`'s job (its logical-axis rules read the
+parameter table), not NNX metadata.
+
 Layers are stacked ([L, ...] per weight) and run with `lax.scan` (or an unrolled loop with
 `scan_layers=False`), optionally under `jax.checkpoint` (remat). Dropout takes an explicit PRNG key
-(`dropout_rng`), so no random state lives in the module or its checkpoints.
+(`dropout_rng`; None means no dropout), so no random state lives in the holder or its checkpoints.
 """
 
 from __future__ import annotations
@@ -100,14 +104,6 @@ def lm_logits(cfg: T5Config, params: Params, hidden: jax.Array) -> jax.Array:
         logits = h @ params["lm_head"].astype(jnp.float32)
     real = np.arange(logits.shape[-1]) < cfg.vocab_size
     return jnp.where(real, logits, PAD_LOGIT)
-
-
-def _check_dropout(cfg: T5Config, deterministic: bool, dropout_rng: jax.Array | None) -> jax.Array | None:
-    if deterministic or cfg.dropout_rate == 0.0:
-        return None
-    if dropout_rng is None:
-        raise ValueError("deterministic=False needs dropout_rng (a PRNG key) when dropout_rate > 0")
-    return dropout_rng
 
 
 # --- full (teacher-forced) forward ---------------------------------------------------------------
@@ -437,14 +433,13 @@ class _Group(nnx.Module):
 def _make(spec: ParamSpec | dict, value: Any) -> nnx.Module | nnx.Param:
     if isinstance(spec, dict):
         return _Group(spec, value)
-    # Logical axis names ride along as `out_sharding` metadata (for nnx.get_partition_spec under
-    # nnx.logical_axis_rules); eager sharding is off because placement is done by
-    # chatcell_jax.model.sharding, which also handles sizes that do not divide the mesh.
-    return nnx.Param(value, out_sharding=spec.axes, eager_sharding=False)
+    return nnx.Param(value)
 
 
 class T5(nnx.Module):
-    """T5 v1.0 / v1.1 encoder-decoder. `T5(config, rngs=nnx.Rngs(seed))` draws fresh weights."""
+    """The parameters of a T5 v1.0 / v1.1 model and its config. `T5(config, rngs=nnx.Rngs(seed))`
+    draws fresh weights, `T5.from_params` wraps given ones; run it with the functions above on
+    `params()`."""
 
     def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
         self.config = config
@@ -466,42 +461,6 @@ class T5(nnx.Module):
     def params(self) -> Params:
         """Nested dict of arrays (the layout of `param_specs`): the functional API's input."""
         return nnx.to_pure_dict(nnx.state(self, nnx.Param))
-
-    def __call__(
-        self,
-        input_ids: jax.Array,
-        attention_mask: jax.Array,
-        decoder_input_ids: jax.Array,
-        decoder_attention_mask: jax.Array | None = None,
-        *,
-        deterministic: bool = True,
-        dropout_rng: jax.Array | None = None,
-    ) -> jax.Array:
-        """Logits [B, T, padded_vocab] float32; padding columns are PAD_LOGIT."""
-        rng = _check_dropout(self.config, deterministic, dropout_rng)
-        return forward(
-            self.config, self.params(), input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, rng
-        )
-
-    def encode(
-        self,
-        input_ids: jax.Array,
-        attention_mask: jax.Array,
-        deterministic: bool = True,
-        dropout_rng: jax.Array | None = None,
-    ) -> jax.Array:
-        rng = _check_dropout(self.config, deterministic, dropout_rng)
-        return encode(self.config, self.params(), input_ids, attention_mask, rng)
-
-    def init_cache(
-        self, batch_size: int, max_decode_length: int, encoder_hidden: jax.Array, attention_mask: jax.Array
-    ) -> Cache:
-        return init_cache(self.config, self.params(), batch_size, max_decode_length, encoder_hidden, attention_mask)
-
-    def decode_step(self, token_ids: jax.Array, cache: Cache, step_index: jax.Array | int) -> tuple[jax.Array, Cache]:
-        return decode_step(self.config, self.params(), token_ids, cache, step_index)
-
-    reorder_cache = staticmethod(reorder_cache)
 
 
 def check_params(config: T5Config, params: Params) -> None:

@@ -37,6 +37,8 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from chatcell_jax.serve.cpu_kernels import argmax_first, categorical, chunk_size, top_k_barrier, top_k_stable
+
 NEG = -1.0e9
 StepFn = Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, Any]]
 ReorderFn = Callable[[Any, jax.Array], Any]
@@ -189,7 +191,7 @@ def _warp(logits: jax.Array, cfg: GenerationConfig) -> jax.Array:
     if cfg.temperature != 1.0:
         logits = logits / cfg.temperature
     if cfg.top_k > 0:
-        top_values = _top_k_stable(logits, min(cfg.top_k, logits.shape[-1]))[0]
+        top_values = top_k_stable(logits, min(cfg.top_k, logits.shape[-1]))[0]
         logits = jnp.where(logits < top_values[:, -1:], -jnp.inf, logits)
         if cfg.top_p < 1.0:
             logits = jnp.where(logits < _nucleus_threshold_sorted(top_values, cfg.top_p), -jnp.inf, logits)
@@ -228,6 +230,32 @@ def _nucleus_threshold_bisect(logits: jax.Array, top_p: float, iterations: int =
 # --- greedy and sampling -------------------------------------------------------------------------
 
 
+class _SampleState(NamedTuple):
+    """The greedy / sampling loop's carry."""
+
+    cur_len: jax.Array  # positions written so far (the start token counts)
+    seqs: jax.Array  # [rows, length] tokens, EOS after the end
+    cache: Any
+    done: jax.Array  # [rows] bool: EOS emitted
+    scores: jax.Array  # [rows] sum of the chosen tokens' log-probabilities
+    used: jax.Array | None  # [rows, V] bool of a constrained search, else None (nothing traced)
+
+
+class BeamState(NamedTuple):
+    """The beam search loop's carry; B inputs x K beams, sequences of `length` positions."""
+
+    cur_len: jax.Array
+    running: jax.Array  # [B, K, length] the live beams
+    running_scores: jax.Array  # [B, K] their summed log-probabilities
+    seqs: jax.Array  # [B, K, length] the best finished hypotheses so far
+    beam_scores: jax.Array  # [B, K] their length-penalised scores (NEG where empty)
+    finished: jax.Array  # [B, K] bool: that slot holds a finished hypothesis
+    improvable: jax.Array  # [B] bool: a running beam can still beat the worst finished one
+    keep_going: jax.Array  # bool: some input is still improvable
+    cache: Any
+    used: jax.Array | None = None  # [B x K, V] bool of a constrained search, reordered with the beams
+
+
 def row_keys(seed: int, row_ids: jax.Array) -> jax.Array:
     """One PRNG key per input row, from the seed and the row's global index, so a row samples the
     same tokens whatever batch it lands in."""
@@ -252,95 +280,42 @@ def sample_or_greedy(
     seqs = jnp.full((batch, length), cfg.eos_id, jnp.int32).at[:, 0].set(cfg.start_id)
     keys = row_keys(0, jnp.arange(batch)) if keys is None else keys
 
-    def cond(state):
-        cur_len, _, _, done, _, _ = state
-        return (cur_len < length) & ~jnp.all(done)
+    def cond(s: _SampleState):
+        return (s.cur_len < length) & ~jnp.all(s.done)
 
-    def body(state):
-        cur_len, seqs, cache, done, scores, used = state
-        logits, cache = step_fn(seqs[:, cur_len - 1], cache, cur_len - 1)
-        logits = _process(logits.astype(jnp.float32), seqs, cur_len, cfg, used)
+    def body(s: _SampleState) -> _SampleState:
+        logits, cache = step_fn(s.seqs[:, s.cur_len - 1], s.cache, s.cur_len - 1)
+        logits = _process(logits.astype(jnp.float32), s.seqs, s.cur_len, cfg, s.used)
         if cfg.do_sample:
             warped = _warp(logits, cfg)
-            step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, cur_len)
-            token = _categorical(step_keys, warped, cfg.top_k)
+            step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, s.cur_len)
+            token = categorical(step_keys, warped, cfg.top_k)
             logprobs = jax.nn.log_softmax(warped, axis=-1)
         else:
-            token = _argmax(logits)
+            token = argmax_first(logits)
             logprobs = jax.nn.log_softmax(logits, axis=-1)
-        token = jnp.where(done, cfg.eos_id, token).astype(jnp.int32)
+        token = jnp.where(s.done, cfg.eos_id, token).astype(jnp.int32)
         gained = jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
-        scores = scores + jnp.where(done, 0.0, gained)
-        seqs = seqs.at[:, cur_len].set(token)
-        return cur_len + 1, seqs, cache, done | (token == cfg.eos_id), scores, _mark_used(used, token)
+        return _SampleState(
+            cur_len=s.cur_len + 1,
+            seqs=s.seqs.at[:, s.cur_len].set(token),
+            cache=cache,
+            done=s.done | (token == cfg.eos_id),
+            scores=s.scores + jnp.where(s.done, 0.0, gained),
+            used=_mark_used(s.used, token),
+        )
 
     # `used` is None for a free search: an empty pytree, so the loop is the unconstrained one.
-    state = (
-        jnp.int32(1),
-        seqs,
-        cache,
-        jnp.zeros(batch, bool),
-        jnp.zeros(batch, jnp.float32),
-        _initial_used(cfg, allowed, batch),
+    start = _SampleState(
+        cur_len=jnp.int32(1),
+        seqs=seqs,
+        cache=cache,
+        done=jnp.zeros(batch, bool),
+        scores=jnp.zeros(batch, jnp.float32),
+        used=_initial_used(cfg, allowed, batch),
     )
-    _, seqs, _, _, scores, _ = jax.lax.while_loop(cond, body, state)
-    return Generated(seqs[:, None, :], scores[:, None])
-
-
-def _argmax(x: jax.Array) -> jax.Array:
-    """`jnp.argmax` over the last axis (first index of the maximum) as two plain reductions: XLA's
-    CPU argmax (a variadic reduce) is much slower than a max over the same [rows, 32k] logits."""
-    first = jnp.where(x == jnp.max(x, axis=-1, keepdims=True), jnp.arange(x.shape[-1]), x.shape[-1])
-    return jnp.min(first, axis=-1)
-
-
-def _categorical(keys: jax.Array, warped: jax.Array, top_k: int) -> jax.Array:
-    """`vmap(jax.random.categorical)(keys, warped)`, the same tokens, drawn cheaply after top-k.
-
-    categorical is argmax(logits + Gumbel noise) with noise for every vocabulary entry; on CPU
-    that noise (threefry over [rows, 32k]) cost more than the model step. After top-k every entry
-    outside the top k is -inf and cannot win, so the noise is computed for those k only, with the
-    bits jax would draw at their positions. Fallback to the full draw when a row keeps more than k
-    entries (ties at the k-th value) or none, or when jax's generator is not the partitionable
-    threefry whose per-position bits `_gumbel_at` reproduces."""
-    full = lambda: jax.vmap(jax.random.categorical)(keys, warped)
-    if top_k <= 0 or top_k >= warped.shape[-1] // 4 or not _fast_gumbel_supported(keys):
-        return full()
-    values, index = _top_k_stable(warped, top_k + 1)
-    fits = jnp.all((values[:, top_k] == -jnp.inf) & (values[:, 0] > -jnp.inf))
-    index = jnp.sort(index[:, :top_k], axis=-1)  # index order: ties go to the lower index, as argmax
-
-    def fast():
-        noisy = jax.vmap(_gumbel_at)(keys, index) + jnp.take_along_axis(warped, index, axis=-1)
-        return jnp.take_along_axis(index, _argmax(noisy)[:, None], axis=-1)[:, 0]
-
-    return jax.lax.cond(fits, fast, full)
-
-
-def _fast_gumbel_supported(keys: jax.Array) -> bool:
-    return (
-        keys.dtype == jnp.uint32
-        and keys.shape[-1] == 2
-        and jax.config.jax_default_prng_impl == "threefry2x32"
-        and bool(jax.config.jax_threefry_partitionable)
-    )
-
-
-def _gumbel_at(key: jax.Array, index: jax.Array) -> jax.Array:
-    """`jax.random.gumbel(key, (V,))[index]` for a raw threefry key, any V > max(index).
-
-    With partitionable threefry, entry j's 32 bits are the xor of threefry2x32(key, (0, j)), and
-    uniform/gumbel are elementwise on them (jax.random's _uniform and _gumbel, float32, mode "low").
-    tests/test_decoding.py checks this against jax.random.gumbel."""
-    from jax.extend.random import threefry2x32_p
-
-    index = index.astype(jnp.uint32)
-    hi, lo = threefry2x32_p.bind(key[0], key[1], jnp.zeros_like(index), index)
-    bits = jax.lax.shift_right_logical(hi ^ lo, jnp.uint32(32 - 23)) | jnp.uint32(0x3F800000)
-    floats = jax.lax.bitcast_convert_type(bits, jnp.float32) - jnp.float32(1.0)
-    tiny = jnp.float32(jnp.finfo(jnp.float32).tiny)
-    uniform = jnp.maximum(tiny, floats * (jnp.float32(1.0) - tiny) + tiny)
-    return -jnp.log(-jnp.log(uniform))
+    final = jax.lax.while_loop(cond, body, start)
+    return Generated(final.seqs[:, None, :], final.scores[:, None])
 
 
 # --- beam search ---------------------------------------------------------------------------------
@@ -364,7 +339,7 @@ def beam_search(
     length = cfg.max_new_tokens + 1
     lp = jnp.asarray(cfg.length_penalty if length_penalty is None else length_penalty, jnp.float32)
     running = jnp.full((B, K, length), cfg.eos_id, jnp.int32).at[:, :, 0].set(cfg.start_id)
-    state = dict(
+    start = BeamState(
         cur_len=jnp.int32(1),
         running=running,
         running_scores=jnp.zeros((B, K), jnp.float32).at[:, 1:].set(NEG),
@@ -374,34 +349,34 @@ def beam_search(
         improvable=jnp.ones((B,), bool),
         keep_going=jnp.bool_(True),
         cache=cache,
+        used=_initial_used(cfg, allowed, B * K),  # rows batch-major, like the cache's
     )
-    used = _initial_used(cfg, allowed, B * K)
-    if used is not None:  # rows batch-major, like the cache's
-        state["used"] = used
 
-    def body(s):
+    def body(s: BeamState) -> BeamState:
         return _beam_step(s, step_fn, reorder_cache, cfg, B, K, length, lp)
 
-    final = jax.lax.while_loop(lambda s: s["keep_going"], body, state)
+    final = jax.lax.while_loop(lambda s: s.keep_going, body, start)
     R = cfg.num_return_sequences
-    return Generated(final["seqs"][:, :R], final["beam_scores"][:, :R])
+    return Generated(final.seqs[:, :R], final.beam_scores[:, :R])
 
 
-def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int, length: int, lp: jax.Array):
-    cur_len = s["cur_len"]
-    flat = s["running"].reshape(B * K, length)
-    logits, cache = step_fn(flat[:, cur_len - 1], s["cache"], cur_len - 1)
+def _beam_step(
+    s: BeamState, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int, length: int, lp: jax.Array
+) -> BeamState:
+    cur_len = s.cur_len
+    flat = s.running.reshape(B * K, length)
+    logits, cache = step_fn(flat[:, cur_len - 1], s.cache, cur_len - 1)
     V = logits.shape[-1]
-    used = s.get("used")
-    topk_lp, idx = _beam_candidates(logits.astype(jnp.float32), flat, cur_len, s["running_scores"], cfg, 2 * K, used)
+    used = s.used
+    topk_lp, idx = _beam_candidates(logits.astype(jnp.float32), flat, cur_len, s.running_scores, cfg, 2 * K, used)
     beam_idx, token = idx // V, (idx % V).astype(jnp.int32)
-    topk_seq = jnp.take_along_axis(s["running"], beam_idx[:, :, None], axis=1)
+    topk_seq = jnp.take_along_axis(s.running, beam_idx[:, :, None], axis=1)
     topk_seq = topk_seq.at[:, :, cur_len].set(token)
     done = (token == cfg.eos_id) | (cur_len + 1 >= length)
 
     # The next running beams: the best K candidates that did not finish.
     run_lp = topk_lp + done.astype(jnp.float32) * NEG
-    run_scores, nxt = _top_k_stable(run_lp, K)
+    run_scores, nxt = top_k_stable(run_lp, K)
     running = jnp.take_along_axis(topk_seq, nxt[:, :, None], axis=1)
     source_rows = (jnp.take_along_axis(beam_idx, nxt, axis=1) + jnp.arange(B)[:, None] * K).reshape(-1)
     cache = reorder_cache(cache, source_rows)
@@ -411,12 +386,12 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
     # Finished hypotheses: candidates in the top K that ended, scored with the length penalty.
     just_done = done & (jnp.arange(2 * K) < K)[None, :]
     scores = topk_lp / (cur_len.astype(jnp.float32) ** lp)
-    full = jnp.all(s["finished"], axis=-1, keepdims=True) & (cfg.early_stopping is True)
-    scores = scores + (full | ~s["improvable"][:, None] | ~just_done).astype(jnp.float32) * NEG
-    merged_seq = jnp.concatenate([s["seqs"], topk_seq], axis=1)
-    merged_scores = jnp.concatenate([s["beam_scores"], scores], axis=1)
-    merged_fin = jnp.concatenate([s["finished"], just_done], axis=1)
-    beam_scores, order = _top_k_stable(merged_scores, K)
+    full = jnp.all(s.finished, axis=-1, keepdims=True) & (cfg.early_stopping is True)
+    scores = scores + (full | ~s.improvable[:, None] | ~just_done).astype(jnp.float32) * NEG
+    merged_seq = jnp.concatenate([s.seqs, topk_seq], axis=1)
+    merged_scores = jnp.concatenate([s.beam_scores, scores], axis=1)
+    merged_fin = jnp.concatenate([s.finished, just_done], axis=1)
+    beam_scores, order = top_k_stable(merged_scores, K)
     seqs = jnp.take_along_axis(merged_seq, order[:, :, None], axis=1)
     finished = jnp.take_along_axis(merged_fin, order, axis=1)
 
@@ -427,10 +402,10 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
         best_len = jnp.where(lp > 0.0, jnp.float32(length - 1), best_len)
     best_running = run_scores[:, 0] / best_len**lp
     worst_finished = jnp.where(finished, jnp.min(beam_scores, axis=1, keepdims=True), NEG)
-    improvable = s["improvable"] & jnp.any(best_running[:, None] > worst_finished, axis=-1)
+    improvable = s.improvable & jnp.any(best_running[:, None] > worst_finished, axis=-1)
     stop_all_finished = jnp.all(finished) & (cfg.early_stopping is True)
     keep_going = jnp.any(improvable) & ~stop_all_finished & ~jnp.all(done)
-    out = dict(
+    return BeamState(
         cur_len=new_len,
         running=running,
         running_scores=run_scores,
@@ -440,8 +415,8 @@ def _beam_step(s, step_fn, reorder_cache, cfg: GenerationConfig, B: int, K: int,
         improvable=improvable,
         keep_going=keep_going,
         cache=cache,
+        used=used,
     )
-    return out if used is None else dict(out, used=used)
 
 
 def _beam_candidates(
@@ -459,18 +434,18 @@ def _beam_candidates(
 
     Without writing those B x K x V sums: within one beam the sum is a monotone function of the
     logit, so the chunk maxima of the logits give the chunk maxima of the sums (as in
-    `_top_k_chunked`), and only the candidates of the best chunks are scored. Each score is computed
+    `cpu_kernels.top_k_chunked`), and only the candidates of the best chunks are scored. Each score is computed
     with the same operations, in the same order, as jax.nn.log_softmax and the plain route."""
     B, K = running_scores.shape
     V = logits.shape[-1]
     banned = _banned(sequences, cur_len, cfg, V, used)
     if banned is not None:
         banned = jnp.broadcast_to(banned, logits.shape)
-    chunk = _chunk_size(V, k)
+    chunk = chunk_size(V, k)
     if not chunk:
         logprobs = jax.nn.log_softmax(logits, axis=-1)
         logprobs = logprobs if banned is None else jnp.where(banned, -jnp.inf, logprobs)
-        return _top_k_stable((logprobs + running_scores.reshape(-1, 1)).reshape(B, K * V), k)
+        return top_k_stable((logprobs + running_scores.reshape(-1, 1)).reshape(B, K * V), k)
     chunks = logits.reshape(B * K, V // chunk, chunk)
     # The barrier keeps XLA from merging the two maxima back into a second pass over the logits.
     maxima = jax.lax.optimization_barrier(jnp.max(chunks, axis=-1))
@@ -480,12 +455,12 @@ def _beam_candidates(
     score = lambda x, shift, lse, running: ((x - shift) - lse) + running
     per_beam = lambda a: a.reshape(B, K, 1)
     maxima = score(maxima.reshape(B, K, -1), per_beam(shift), per_beam(lse), per_beam(running_scores))
-    best = jnp.sort(_top_k_barrier(maxima.reshape(B, -1), k)[1], axis=-1)  # [B, k] chunk ids, index order
+    best = jnp.sort(top_k_barrier(maxima.reshape(B, -1), k)[1], axis=-1)  # [B, k] chunk ids, index order
     beam = best // (V // chunk)
     row = lambda a: jnp.take_along_axis(a.reshape(B, K), beam, axis=1)[:, :, None]
     pick = lambda a: jnp.take_along_axis(a.reshape(B, K * V // chunk, chunk), best[:, :, None], axis=1)
     candidates = pick(chunks) if banned is None else jnp.where(pick(banned), -jnp.inf, pick(chunks))
-    values, pos = _top_k_barrier(score(candidates, row(shift), row(lse), row(running_scores)).reshape(B, -1), k)
+    values, pos = top_k_barrier(score(candidates, row(shift), row(lse), row(running_scores)).reshape(B, -1), k)
     return values, jnp.take_along_axis(best, pos // chunk, axis=1) * chunk + pos % chunk
 
 
@@ -501,41 +476,6 @@ def _without_banned(maxima: jax.Array, chunks: jax.Array, banned: jax.Array | No
         return jnp.max(jnp.where(banned, -jnp.inf, chunks), axis=-1)
     c = cfg.eos_id // chunks.shape[-1]
     return maxima.at[:, c].set(jnp.max(jnp.where(banned[:, c], -jnp.inf, chunks[:, c]), axis=-1))
-
-
-def _top_k_stable(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """Top k along the last axis of [rows, M], ties resolved towards the lower index (like a stable
-    sort). Long rows go through `_top_k_chunked`, same result, a fraction of the time."""
-    chunk = _chunk_size(x.shape[-1], k)
-    return _top_k_chunked(x, k, chunk) if chunk else _top_k_barrier(x, k)
-
-
-def _top_k_barrier(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """`lax.top_k`. The optimization barrier keeps XLA from rewriting the TopK into a full sort of
-    the row when only part of its output is used (on CPU that rewrite makes a sampling step far slower)."""
-    return jax.lax.optimization_barrier(jax.lax.top_k(x, k))
-
-
-def _chunk_size(m: int, k: int) -> int:
-    """The largest chunk width dividing m that leaves at least 4k chunks, or 0 (not worth it)."""
-    return next((c for c in (128, 64, 32, 16, 8) if m % c == 0 and m // c >= 4 * k), 0)
-
-
-def _top_k_chunked(x: jax.Array, k: int, chunk: int) -> tuple[jax.Array, jax.Array]:
-    """Exact top k via chunk maxima: XLA's CPU TopK over a [16, 4 x 32k] beam row cost more than
-    the model step; a max over chunks of `chunk` values is one vectorised pass.
-
-    The top k values lie in the k chunks with the largest maxima (ranking chunks by max, then
-    lower chunk first: each chunk ranked above one holding a top-k value owns a value ranked above
-    it). Those chunks, in index order, hold the candidates in index order, so the final `top_k`
-    breaks ties towards the lower index exactly as one over the whole row would."""
-    rows, m = x.shape
-    chunks = x.reshape(rows, m // chunk, chunk)
-    best = jnp.sort(_top_k_barrier(jnp.max(chunks, axis=-1), k)[1], axis=-1)  # [rows, k] chunk ids
-    candidates = jnp.take_along_axis(chunks, best[:, :, None], axis=1).reshape(rows, k * chunk)
-    values, pos = _top_k_barrier(candidates, k)
-    index = jnp.take_along_axis(best, pos // chunk, axis=1) * chunk + pos % chunk
-    return values, index
 
 
 def generate(

@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.train.step import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,18 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any, data_iterator: Any, valid_loss: float | None = None) -> None:
+    def save(self, step: int, state: TrainState, data_iterator: Any, valid_loss: float | None = None) -> None:
         """Start an async save (returns once device buffers are copied)."""
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)
+            state=ocp.args.StandardSave(state.as_dict()), data=grain.checkpoint.CheckpointSave(data_iterator)
         )
         metrics = None if valid_loss is None else {METRIC: float(valid_loss)}
         self.manager.save(step, args=args, metrics=metrics, force=True)
 
-    def check_shapes(self, step: int, abstract_state: Any) -> None:
+    def check_shapes(self, step: int, abstract_state: TrainState) -> None:
         """InputError naming the first array whose saved shape differs from this run's model."""
         saved = self.manager.item_metadata(step)["state"]
-        want = _flat(abstract_state["params"])
+        want = _flat(abstract_state.params)
         have = _flat(saved["params"])
         for name, shape in want.items():
             if name not in have:
@@ -78,14 +79,14 @@ class Checkpoints:
                     "tokenizer or mesh vocab padding); resume with the run's own config, or start a new --out"
                 )
 
-    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
+    def restore(self, step: int, abstract_state: TrainState, data_iterator: Any) -> TrainState:
         """The train state placed as `abstract_state` says; `data_iterator` is moved to the saved position."""
         self.check_shapes(step, abstract_state)
         try:
             restored = self.manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
+                    state=ocp.args.StandardRestore(abstract_state.as_dict()),
                     data=grain.checkpoint.CheckpointRestore(data_iterator),
                 ),
             )
@@ -95,7 +96,7 @@ class Checkpoints:
                 f"of processes changed?): {err}; resume with the run's own config"
             ) from err
         log.info("restored checkpoint of step %d from %s", step, self.directory)
-        return restored["state"]
+        return TrainState.from_dict(restored["state"])
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

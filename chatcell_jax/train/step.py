@@ -1,6 +1,6 @@
 """The jitted train and eval steps over the functional T5, with explicit shardings and donation.
 
-Train state is a plain pytree: {"params", "opt_state", "step", "rng"}. Parameters keep the
+The train state is a `TrainState` (params, opt_state, step, rng). Parameters keep the
 shardings of `chatcell_jax.model.sharding` (born sharded); optimizer moments take their parameter's
 sharding, and anything else (counts, Adafactor's small factored statistics) is replicated. The
 batch is split over (data, fsdp). The state buffers are donated, so a step updates in place.
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,19 +31,35 @@ from chatcell_jax.model.t5 import forward
 from chatcell_jax.train.data import TASK_SLOTS
 from chatcell_jax.train.loss import loss_weights, token_loss_sums
 
-State = dict[str, Any]
+
+class TrainState(NamedTuple):
+    """What a checkpoint holds and a step updates (also used for a tree of shardings of it).
+
+    Checkpoints store it as the dict `as_dict()`, keyed by field name."""
+
+    params: Any  # nested dict, the layout of chatcell_jax.model.params.param_specs
+    opt_state: Any  # optax state of `params`
+    step: Any  # int32 scalar: optimizer steps done
+    rng: Any  # uint32 raw key data: the root of every dropout key (never advanced, see fold_in)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self._asdict()
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> TrainState:
+        return cls(**tree)
 
 
-def init_state(params, tx: optax.GradientTransformation, seed: int) -> State:
-    return {
-        "params": params,
-        "opt_state": tx.init(params),
-        "step": jnp.zeros((), jnp.int32),
-        "rng": jax.random.key_data(jax.random.key(seed)),
-    }
+def init_state(params, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    return TrainState(
+        params=params,
+        opt_state=tx.init(params),
+        step=jnp.zeros((), jnp.int32),
+        rng=jax.random.key_data(jax.random.key(seed)),
+    )
 
 
-def state_shardings(abstract_state: State, param_shardings, mesh, tx: optax.GradientTransformation) -> State:
+def state_shardings(abstract_state: TrainState, param_shardings, mesh, tx: optax.GradientTransformation) -> TrainState:
     """NamedShardings for every leaf of the (abstract) train state.
 
     Optimizer-state copies of the parameter tree (found by optax from `tx`) take a parameter's
@@ -57,12 +73,12 @@ def state_shardings(abstract_state: State, param_shardings, mesh, tx: optax.Grad
     opt = optax.tree_utils.tree_map_params(
         tx,
         like_param,
-        abstract_state["opt_state"],
+        abstract_state.opt_state,
         param_shardings,
-        abstract_state["params"],
+        abstract_state.params,
         transform_non_params=lambda _: replicated,
     )
-    return {"params": param_shardings, "opt_state": opt, "step": replicated, "rng": replicated}
+    return TrainState(params=param_shardings, opt_state=opt, step=replicated, rng=replicated)
 
 
 @dataclass(frozen=True)
@@ -130,11 +146,11 @@ def train_step(
     schedule: optax.Schedule,
     accum: int,
     objective: Objective,
-    state: State,
+    state: TrainState,
     batch: dict,
-) -> tuple[State, dict]:
-    params = state["params"]
-    step_key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+) -> tuple[TrainState, dict]:
+    params = state.params
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     use_dropout = model_cfg.dropout_rate > 0
     weights, denominator = loss_weights(
         batch, objective.normalization, jnp.asarray(objective.task_weights, jnp.float32)
@@ -168,13 +184,8 @@ def train_step(
         (grads, sums), _ = jax.lax.scan(body, zeros, (_micro_batches(batch, accum), jnp.arange(accum)))
     tokens = jnp.maximum(sums["tokens"], 1.0)
     grads = jax.tree.map(lambda g: g / denominator, grads)
-    updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_state = {
-        "params": optax.apply_updates(params, updates),
-        "opt_state": opt_state,
-        "step": state["step"] + 1,
-        "rng": state["rng"],
-    }
+    updates, opt_state = tx.update(grads, state.opt_state, params)
+    new_state = state._replace(params=optax.apply_updates(params, updates), opt_state=opt_state, step=state.step + 1)
     metrics = {
         "loss": sums["ce"] / tokens,
         "objective": sums["objective"] / denominator,
@@ -182,7 +193,7 @@ def train_step(
         "task_ce": sums["task_ce"],
         "task_tokens": sums["task_tokens"],
         "grad_norm": optax.tree_utils.tree_norm(grads),
-        "learning_rate": schedule(state["step"]),
+        "learning_rate": schedule(state.step),
     }
     return new_state, metrics
 
@@ -193,7 +204,13 @@ def eval_sums(model_cfg: T5Config, params, batch: dict) -> dict[str, jax.Array]:
 
 
 def compile_steps(
-    model_cfg: T5Config, tx, schedule, accum: int, objective: Objective, shardings: State, batch_sharding: NamedSharding
+    model_cfg: T5Config,
+    tx,
+    schedule,
+    accum: int,
+    objective: Objective,
+    shardings: TrainState,
+    batch_sharding: NamedSharding,
 ) -> tuple[Callable, Callable]:
     """(train_step(state, batch) -> (state, metrics), eval_step(params, batch) -> sums), jitted with
     explicit in/out shardings; the train state is donated."""
@@ -206,6 +223,6 @@ def compile_steps(
         donate_argnums=(0,),
     )
     evaluate = jax.jit(
-        partial(eval_sums, model_cfg), in_shardings=(shardings["params"], batch_sharding), out_shardings=replicated
+        partial(eval_sums, model_cfg), in_shardings=(shardings.params, batch_sharding), out_shardings=replicated
     )
     return step, evaluate

@@ -158,7 +158,7 @@ class Trainer:
             )
             del params
             self.state = self.checkpoints.restore(latest, target, self.batches.grain_iterator)
-        self.start_step = int(self.state["step"])
+        self.start_step = int(self.state.step)
         objective = Objective(
             config.loss_normalization,
             config.task_weight_vector(),
@@ -191,8 +191,8 @@ class Trainer:
                     self.config.data_threads,
                 )
             )
-            distributed.compile_in_step(self.eval_fn, self.state["params"], self._eval_cache[0])
-        sums = [jax.device_get(self.eval_fn(self.state["params"], batch)) for batch in self._eval_cache]
+            distributed.compile_in_step(self.eval_fn, self.state.params, self._eval_cache[0])
+        sums = [jax.device_get(self.eval_fn(self.state.params, batch)) for batch in self._eval_cache]
         total = {k: np.sum([s[k] for s in sums], axis=0) for k in ("ce", "tokens", "task_ce", "task_tokens")}
         return {
             "valid_loss": float(total["ce"]) / max(float(total["tokens"]), 1.0),
@@ -219,7 +219,7 @@ class Trainer:
             self._generation = (generator, samples, _data_manifest(self.config.data))
         generator, samples, manifest = self._generation
         # With several processes every one decodes the same sample from a full copy of the parameters.
-        params = self.state["params"]
+        params = self.state.params
         generator.params = params if jax.process_count() == 1 else gather(params)
         return generation_eval.generation_metrics(generator, samples, self.config.max_target_length, manifest)
 
@@ -304,7 +304,7 @@ class Trainer:
                 self.config.max_source_length,
                 self.config.max_target_length,
             )
-        params = gather(self.state["params"])
+        params = gather(self.state.params)
         self.checkpoints.close()
         self.metrics.close()
         if jax.process_index() == 0:
