@@ -39,6 +39,9 @@ class TrainConfig(BaseModel):
     # --- model ---
     model: str = "tiny"  # preset name / preset YAML (from scratch), or a model / HF directory (fine-tune)
     vocab_init: Literal["mean", "normal"] = "mean"  # rows for tokens new to a pretrained model
+    # gene rows of the embedding table: as the model starts them (model), or from a truncated SVD of
+    # the training cells' gene matrix (svd; chatcell_jax/train/gene_init.py)
+    gene_init: Literal["model", "svd"] = "model"
     dtype: Literal["float32", "bfloat16"] = "float32"  # compute; params and optimizer stay float32
     dropout_rate: Rate = 0.1
     remat: Literal["none", "minimal", "full"] = "none"  # activation recomputation

@@ -32,6 +32,7 @@ from chatcell_jax.train import data as data_lib
 from chatcell_jax.train import distributed
 from chatcell_jax.train.checkpoint import Checkpoints
 from chatcell_jax.train.config import TrainConfig, read_saved_config, save_config
+from chatcell_jax.train.gene_init import with_gene_rows
 from chatcell_jax.train.metrics import MetricsLog, peak_flops, plot_losses, train_flops
 from chatcell_jax.train.model_init import build_params
 from chatcell_jax.train.optimizer import make_optimizer, make_schedule
@@ -123,6 +124,8 @@ class Trainer:
         check_batch(config, self.mesh)
         self.run_dir = prepare_run_dir(config, resume)
         self.model_cfg, params = build_params(config, len(self.tokenizer), self.mesh)
+        if config.gene_init == "svd":  # a resumed run's restored state replaces these rows
+            params, _ = with_gene_rows(params, self.train_records, config.tokenizer, config.seed)
         self.shapes = data_lib.Shapes(
             config.max_source_length,
             config.max_target_length,
