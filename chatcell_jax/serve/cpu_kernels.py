@@ -4,7 +4,7 @@ XLA's CPU backend makes a few of decoding's per-step operations cost more than t
 a 32k vocabulary: a variadic-reduce argmax, Gumbel noise for every vocabulary entry, a TopK over
 long rows (which XLA also rewrites into a full sort when part of its output is unused). Each
 function here computes exactly what the plain operation computes (same values, same tie-breaking,
-same random bits), and `tests/test_cpu_kernels.py` checks each against it. `gumbel_at` relies on
+same random bits), and `tests/serve/test_cpu_kernels.py` checks each against it. `gumbel_at` relies on
 jax internals (the partitionable threefry's bit layout); `categorical` falls back to the plain draw
 when those do not hold.
 """
@@ -59,7 +59,7 @@ def gumbel_at(key: jax.Array, index: jax.Array) -> jax.Array:
 
     With partitionable threefry, entry j's 32 bits are the xor of threefry2x32(key, (0, j)), and
     uniform/gumbel are elementwise on them (jax.random's _uniform and _gumbel, float32, mode "low").
-    tests/test_cpu_kernels.py checks this against jax.random.gumbel."""
+    tests/serve/test_cpu_kernels.py checks this against jax.random.gumbel."""
     from jax.extend.random import threefry2x32_p
 
     index = index.astype(jnp.uint32)

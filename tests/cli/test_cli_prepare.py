@@ -2,9 +2,8 @@
 
 import json
 
-from helpers_h5ad import random_counts, write_h5ad
-
 from chatcell_jax.cli import main
+from tests.helpers.h5ad import random_counts, write_h5ad
 
 
 def test_demo_command(tmp_path, capsys):

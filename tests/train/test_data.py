@@ -5,12 +5,12 @@ import json
 import jax
 import numpy as np
 import pytest
-from helpers_train import prepare
 from transformers import AutoTokenizer
 
 from chatcell_jax.errors import InputError
 from chatcell_jax.model.sharding import batch_sharding, make_mesh
 from chatcell_jax.train import data as D
+from tests.helpers.train import prepare
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from chatcell_jax.hf.convert import export_hf, import_hf, save_hf
 from chatcell_jax.model import T5, count_params
 from chatcell_jax.model.directory import load_model, save_model
 from chatcell_jax.model.params import flatten, unflatten
-from tests.helpers_model import V10, V11, VOCAB, batch, config, logits
+from tests.helpers.model import V10, V11, VOCAB, batch, config, logits
 
 TOL = 1e-4  # fp32, matmul precision "highest"
 

@@ -3,11 +3,11 @@
 import jax
 import numpy as np
 import pytest
-from helpers_model import config
 
 from chatcell_jax.model import t5 as t5_fn
 from chatcell_jax.model.params import init_params
 from chatcell_jax.train import packing
+from tests.helpers.model import config
 
 IGNORE = packing.IGNORE
 
@@ -81,11 +81,10 @@ def _positions_of(packed: dict, i: int, examples) -> np.ndarray:
 
 def test_packed_training_equals_padded_training(tmp_path):
     """Same examples per step, fewer rows: the losses of 3 steps agree (dropout off), on a (2,2,2) mesh."""
-    from helpers_train import SMALL, losses, prepare
-
     from chatcell_jax.train import Trainer
     from chatcell_jax.train.config import load_config
     from chatcell_jax.train.data import train_batches
+    from tests.helpers.train import SMALL, losses, prepare
 
     data, tok = prepare(tmp_path)
     rows = {}

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Small shapes everywhere: compile time dominates on 2 CPU cores.
 SMALL = [
     "max_source_length=96",

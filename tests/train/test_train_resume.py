@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_train import REPO, SMALL, cli, cli_env, losses, prepare, run_cli
 from safetensors.numpy import load_file
+
+from tests.helpers.train import REPO, SMALL, cli, cli_env, losses, prepare, run_cli
 
 pytestmark = pytest.mark.slow
 

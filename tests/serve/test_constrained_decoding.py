@@ -13,8 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers_model import config as model_config
-from helpers_train import prepare
 
 from chatcell_jax.errors import InputError
 from chatcell_jax.serve.decoding import (
@@ -27,6 +25,8 @@ from chatcell_jax.serve.decoding import (
 )
 from chatcell_jax.serve.generation import GeneConstraint, Generator, single_token_genes
 from chatcell_jax.singlecell import manifest as manifest_lib
+from tests.helpers.model import config as model_config
+from tests.helpers.train import prepare
 
 V, EOS = 40, 1
 

@@ -70,7 +70,7 @@ def test_saved_config_round_trips(tmp_path):
 
 
 def test_every_shipped_train_config_loads():
-    paths = sorted(Path(__file__).resolve().parents[1].glob("configs/train/*.yaml"))
+    paths = sorted(Path(__file__).resolve().parents[2].glob("configs/train/*.yaml"))
     assert paths
     for path in paths:
         config = load_config(path, REQUIRED)

@@ -6,7 +6,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from helpers_train import REPO, SMALL, cli, cli_env, losses, prepare, run_cli
+
+from tests.helpers.train import REPO, SMALL, cli, cli_env, losses, prepare, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +85,6 @@ def test_two_processes_equal_one(tmp_path):
 
 
 def _metrics(run_dir):
-    from helpers_train import metrics
+    from tests.helpers.train import metrics
 
     return metrics(run_dir)

@@ -2,7 +2,6 @@
 
 import jax
 import numpy as np
-from helpers_train import SMALL, metrics, prepare
 from transformers import AutoTokenizer
 
 from chatcell_jax.model import T5, T5Config
@@ -12,6 +11,7 @@ from chatcell_jax.model.sharding import make_mesh
 from chatcell_jax.train import train
 from chatcell_jax.train.config import load_config
 from chatcell_jax.train.model_init import build_params
+from tests.helpers.train import SMALL, metrics, prepare
 
 MISSING = 40  # tokens the "pretrained" model has never seen
 

@@ -1,10 +1,10 @@
 """The tiny preset learns the bundled PBMC instructions, and evaluations report per-task decoding metrics."""
 
 import pytest
-from helpers_train import metrics, prepare
 
 from chatcell_jax.train import train
 from chatcell_jax.train.config import load_config
+from tests.helpers.train import metrics, prepare
 
 pytestmark = pytest.mark.slow
 

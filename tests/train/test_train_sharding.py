@@ -3,10 +3,10 @@
 import jax
 import numpy as np
 import pytest
-from helpers_train import SMALL, losses, prepare
 
 from chatcell_jax.train import Trainer
 from chatcell_jax.train.config import load_config
+from tests.helpers.train import SMALL, losses, prepare
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from helpers_h5ad import random_counts
 
 from chatcell_jax.errors import InputError
 from chatcell_jax.evaluate.realcells import load_real_cells
 from chatcell_jax.serve import prompts
 from chatcell_jax.singlecell import prepare as ins
 from chatcell_jax.singlecell.records import load_split
+from tests.helpers.h5ad import random_counts
 
 
 @pytest.fixture(scope="module")

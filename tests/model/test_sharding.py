@@ -20,7 +20,7 @@ from chatcell_jax.model.sharding import (
     make_mesh,
     param_shardings,
 )
-from tests.helpers_model import VOCAB, batch, config, logits
+from tests.helpers.model import VOCAB, batch, config, logits
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from helpers_train import SMALL, metrics, prepare
 from safetensors.numpy import load_file
 
 from chatcell_jax.train import Trainer
 from chatcell_jax.train.config import load_config
+from tests.helpers.train import SMALL, metrics, prepare
 
 BALANCED = ["loss_normalization=tasks", "task_weights={annotation: 2.0}", "task_sampling=uniform"]
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_h5ad import random_counts, write_h5ad
 
 from chatcell_jax.errors import InputError
 from chatcell_jax.singlecell import prepare as ins
 from chatcell_jax.singlecell.records import read_jsonl
+from tests.helpers.h5ad import random_counts, write_h5ad
 
 
 def records(out: Path) -> dict[str, list[dict]]:

@@ -13,8 +13,8 @@ from chatcell_jax.errors import InputError
 from chatcell_jax.model import PAD_LOGIT, T5, T5Config, count_params, extend_vocab, load_preset, preset_names
 from chatcell_jax.model import t5 as t5_fn
 from chatcell_jax.model.config import padded_vocab_size
-from tests.helpers_model import VOCAB, batch, config, jitted
-from tests.helpers_model import logits as _logits
+from tests.helpers.model import VOCAB, batch, config, jitted
+from tests.helpers.model import logits as _logits
 
 
 @pytest.fixture(scope="module", params=["v1.0", "v1.1"])
@@ -168,7 +168,7 @@ def test_beam_reorders_follow_each_prefix_without_moving_the_cache(kind):
 
 
 class T5Mock:
-    """What `helpers_model.logits` reads from a model: its config and parameters."""
+    """What `tests.helpers.model.logits` reads from a model: its config and parameters."""
 
     def __init__(self, config, params):
         self.config, self._params = config, params

@@ -2,12 +2,12 @@
 
 import jax
 import pytest
-from helpers_train import SMALL, prepare
 
 from chatcell_jax.cli import main
 from chatcell_jax.errors import InputError
 from chatcell_jax.train import Trainer, train
 from chatcell_jax.train.config import load_config
+from tests.helpers.train import SMALL, prepare
 
 
 @pytest.fixture(scope="module")

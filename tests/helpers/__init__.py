@@ -1,0 +1,1 @@
+"""Plain helper functions shared by the tests (fixtures live in conftest.py)."""
