@@ -25,31 +25,16 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from hf_peer import SHAPES, random_hf_t5
 
 PAUSE_S = 1.0  # before every timed run (see the module docstring)
-SHAPES = {
-    "tiny": dict(d_model=128, d_kv=32, d_ff=512, num_layers=2, num_decoder_layers=2, num_heads=4),
-    "t5-small": dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8),
-}
 
 
 def build(shape: str, vocab: int, directory: Path):
     import torch
-    import transformers
 
-    torch.manual_seed(0)
-    cfg = transformers.T5Config(
-        vocab_size=vocab,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-        feed_forward_proj="relu",
-        tie_word_embeddings=True,
-        **SHAPES[shape],
-    )
-    transformers.T5ForConditionalGeneration(cfg).save_pretrained(directory)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return transformers.T5ForConditionalGeneration.from_pretrained(directory).eval().to(device), device
+    return random_hf_t5(shape, vocab, directory).eval().to(device), device
 
 
 def hf_runner(model, device, ids, **kwargs):

@@ -45,12 +45,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # on a GPU, lea
 
 import jax  # noqa: E402 - after the allocator setting
 import numpy as np  # noqa: E402
-
-SHAPES = {
-    "tiny": dict(d_model=128, d_kv=32, d_ff=512, num_layers=2, num_decoder_layers=2, num_heads=4),
-    "t5-small": dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8),
-    "t5-base": dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12),
-}
+from hf_peer import SHAPES, random_hf_t5  # noqa: E402
 
 
 def make_batch(batch: int, source_len: int, target_len: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -69,26 +64,6 @@ def make_batch(batch: int, source_len: int, target_len: int, vocab: int, seed: i
         "decoder_input_ids": decoder_input_ids,
         "labels": labels,
     }
-
-
-def build_hf(shape: str, vocab: int, directory: Path):
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    cfg = transformers.T5Config(
-        vocab_size=vocab,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-        feed_forward_proj="relu",
-        tie_word_embeddings=True,
-        dropout_rate=0.0,
-        **SHAPES[shape],
-    )
-    model = transformers.T5ForConditionalGeneration(cfg)
-    model.save_pretrained(directory)
-    return model
 
 
 def setup_ours(train_cfg, vocab: int, batch_np: dict) -> tuple[Callable[[], float], float, Any]:
@@ -207,7 +182,7 @@ def main() -> None:
             steps=args.warmup + args.steps,
             scan_layers=not args.unrolled,
         )
-        hf_model = build_hf(args.shape, args.vocab, Path(tmp))
+        hf_model = random_hf_t5(args.shape, args.vocab, Path(tmp))
         ours_step, compile_s, model_cfg = setup_ours(train_cfg, args.vocab, batch_np)
     peer_step, peer_device = setup_torch(hf_model, train_cfg, batch_np, args.dtype == "bfloat16")
 

@@ -86,18 +86,7 @@ class T5Config:
 
     def validate(self) -> None:
         """Raise InputError naming the first bad field."""
-        for name in (
-            "vocab_size",
-            "d_model",
-            "d_kv",
-            "d_ff",
-            "num_layers",
-            "num_decoder_layers",
-            "num_heads",
-            "relative_attention_num_buckets",
-            "relative_attention_max_distance",
-            "vocab_multiple",
-        ):
+        for name in (*HF_FIELDS[: HF_FIELDS.index("dropout_rate")], "vocab_multiple"):  # the sizes
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"model config: {name} must be a positive integer, got {value!r}")

@@ -32,6 +32,17 @@ def prepare(root: Path, top_k: int = 30) -> tuple[Path, Path]:
     return data, tok
 
 
+def demo_config(prepared: tuple[Path, Path], out: Path, *overrides: str):
+    """The demo's run config on `prepare`d data at the SMALL shapes, no evaluation, then `overrides`."""
+    from chatcell_jax.train.config import load_config
+
+    data, tok = prepared
+    return load_config(
+        "configs/train/demo.yaml",
+        [f"data={data}", f"tokenizer={tok}", f"out={out}", "eval_every=0", *SMALL, *overrides],
+    )
+
+
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 

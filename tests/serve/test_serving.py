@@ -27,33 +27,20 @@ def prompts_file(trained_run, tmp_path_factory):
     return path
 
 
+def _generate(run, prompts_file, out, mode, *extra) -> list[dict]:
+    """`chatcell generate` of 12 new tokens at most; the output rows."""
+    args = ("generate", run, "--input", prompts_file, "--out", out, "--mode", mode, "--max-new-tokens", 12)
+    assert run_cli(*args, "--no-progress", *extra) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
 @pytest.mark.parametrize("mode", ["greedy", "beam", "sample"])
 def test_generate_is_independent_of_batch_size(trained_run, prompts_file, tmp_path, mode):
     run, _ = trained_run
     outputs = []
     for batch in (1, 4):
         out = tmp_path / f"out{batch}.jsonl"
-        assert (
-            run_cli(
-                "generate",
-                run,
-                "--input",
-                prompts_file,
-                "--out",
-                out,
-                "--mode",
-                mode,
-                "--batch-size",
-                batch,
-                "--max-new-tokens",
-                12,
-                "--no-progress",
-                "--devices",
-                1,
-            )
-            == 0
-        )
-        outputs.append([json.loads(line) for line in out.read_text().splitlines()])
+        outputs.append(_generate(run, prompts_file, out, mode, "--batch-size", batch, "--devices", 1))
     assert [r["output"] for r in outputs[0]] == [r["output"] for r in outputs[1]]
     assert [r["id"] for r in outputs[0]] == list(range(5))  # input fields kept, order kept
     assert all(isinstance(r["score"], float) for r in outputs[0])
@@ -66,29 +53,10 @@ def test_generate_over_all_devices_equals_one_device(trained_run, prompts_file, 
     outputs = []
     for devices in ("1", "all"):
         out = tmp_path / f"out-{devices}.jsonl"
-        assert (
-            run_cli(
-                "generate",
-                run,
-                "--input",
-                prompts_file,
-                "--out",
-                out,
-                "--mode",
-                mode,
-                "--batch-size",
-                3,
-                "--max-new-tokens",
-                12,
-                "--no-progress",
-                "--devices",
-                devices,
-                "--early-stopping",
-                "true",
-            )
-            == 0
+        rows = _generate(
+            run, prompts_file, out, mode, "--batch-size", 3, "--devices", devices, "--early-stopping", "true"
         )
-        outputs.append([(r["output"], round(r["score"], 4)) for r in map(json.loads, out.read_text().splitlines())])
+        outputs.append([(r["output"], round(r["score"], 4)) for r in rows])
     assert outputs[0] == outputs[1]
 
 

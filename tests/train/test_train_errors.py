@@ -6,8 +6,7 @@ import pytest
 from chatcell_jax.cli import main
 from chatcell_jax.errors import InputError
 from chatcell_jax.train import Trainer, train
-from chatcell_jax.train.config import load_config
-from tests.helpers.train import SMALL, prepare
+from tests.helpers.train import demo_config, prepare
 
 
 @pytest.fixture(scope="module")
@@ -16,21 +15,7 @@ def prepared(tmp_path_factory):
 
 
 def _config(prepared, out, *extra):
-    data, tok = prepared
-    return load_config(
-        "configs/train/demo.yaml",
-        [
-            f"data={data}",
-            f"tokenizer={tok}",
-            f"out={out}",
-            "steps=1",
-            "batch_size=8",
-            "eval_every=0",
-            "dropout_rate=0",
-            *SMALL,
-            *extra,
-        ],
-    )
+    return demo_config(prepared, out, "steps=1", "batch_size=8", "dropout_rate=0", *extra)
 
 
 def test_unknown_key_on_the_command_line(capsys):

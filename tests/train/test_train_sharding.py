@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from chatcell_jax.train import Trainer
-from chatcell_jax.train.config import load_config
-from tests.helpers.train import SMALL, losses, prepare
+from tests.helpers.train import demo_config, losses, prepare
 
 
 @pytest.fixture(scope="module")
@@ -15,27 +14,20 @@ def prepared(tmp_path_factory):
 
 
 def _run(prepared, out, mesh, devices):
-    data, tok = prepared
     # Dropout on: its keys must not depend on the layout either. The plain tied tiny model and the
     # token mean, as this test has always run (the task-balanced objective on meshes:
     # test_train_task_balance.py); the demo recipe's 36-nat initial loss would eat the tolerance.
-    config = load_config(
-        "configs/train/demo.yaml",
-        [
-            f"data={data}",
-            f"tokenizer={tok}",
-            f"out={out}",
-            "steps=5",
-            "batch_size=8",
-            "eval_every=0",
-            f"mesh={mesh}",
-            "warmup_steps=2",
-            "learning_rate=0.003",
-            "model=tiny",
-            "loss_normalization=tokens",
-            "task_sampling=proportional",
-            *SMALL,
-        ],
+    config = demo_config(
+        prepared,
+        out,
+        "steps=5",
+        "batch_size=8",
+        f"mesh={mesh}",
+        "warmup_steps=2",
+        "learning_rate=0.003",
+        "model=tiny",
+        "loss_normalization=tokens",
+        "task_sampling=proportional",
     )
     trainer = Trainer(config, progress=False, devices=devices)
     trainer.run()

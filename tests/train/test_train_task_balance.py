@@ -10,8 +10,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from chatcell_jax.train import Trainer
-from chatcell_jax.train.config import load_config
-from tests.helpers.train import SMALL, metrics, prepare
+from tests.helpers.train import demo_config, metrics, prepare
 
 BALANCED = ["loss_normalization=tasks", "task_weights={annotation: 2.0}", "task_sampling=uniform"]
 
@@ -22,22 +21,8 @@ def prepared(tmp_path_factory):
 
 
 def _config(prepared, out, extra):
-    data, tok = prepared
-    return load_config(
-        "configs/train/demo.yaml",
-        [
-            f"data={data}",
-            f"tokenizer={tok}",
-            f"out={out}",
-            "steps=4",
-            "batch_size=8",
-            "eval_every=0",
-            "warmup_steps=1",
-            "learning_rate=0.003",
-            *SMALL,
-            *BALANCED,
-            *extra,
-        ],
+    return demo_config(
+        prepared, out, "steps=4", "batch_size=8", "warmup_steps=1", "learning_rate=0.003", *BALANCED, *extra
     )
 
 
