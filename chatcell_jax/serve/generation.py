@@ -75,11 +75,6 @@ class GeneVocabulary:
         return " ".join(self._gene_of[i] for i in map(int, token_ids) if i in self._gene_of)
 
 
-def manifest_genes(manifest: Manifest) -> list[str]:
-    """The data set's genes: `dataset_genes`, or for older manifests the sentence vocabulary."""
-    return list(manifest.dataset_genes or manifest.genes)
-
-
 def single_token_genes(tokenizer, genes: Sequence[str], vocab_size: int) -> GeneVocabulary:
     """The genes of `genes` that are one real token of `tokenizer`: its piece "▁GENE" exists, the
     bare gene tokenises to exactly that id (so training saw the gene as that token), the id is a
@@ -229,7 +224,7 @@ class Generator:
 
     def gene_vocabulary(self, manifest: Manifest) -> GeneVocabulary:
         """The manifest's genes that this model's tokenizer holds as single tokens."""
-        return single_token_genes(self.tokenizer, manifest_genes(manifest), self.config.vocab_size)
+        return single_token_genes(self.tokenizer, manifest.dataset_genes, self.config.vocab_size)
 
     def generate(
         self,

@@ -20,7 +20,7 @@ from chatcell_jax.atomic import atomic_file
 from chatcell_jax.errors import InputError
 from chatcell_jax.serve import prompts
 from chatcell_jax.serve.decoding import GenerationConfig
-from chatcell_jax.serve.generation import GeneConstraint, Generator, manifest_genes
+from chatcell_jax.serve.generation import GeneConstraint, Generator
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
 from chatcell_jax.singlecell.inverse import reconstruct_expression
 from chatcell_jax.singlecell.manifest import Manifest, SentenceRecipe
@@ -158,7 +158,7 @@ def generate_cells(
             "the manifest has no inverse transform (data converted from ChatCell JSON?); "
             "expression cannot be reconstructed"
         )
-    genes = manifest_genes(manifest)
+    genes = list(manifest.dataset_genes)
     top_k = manifest.sentence_length
     prompt = prompts.generation_prompt(top_k, cell_type)
     constraint = None if free else GeneConstraint(generator.gene_vocabulary(manifest), top_k)

@@ -15,9 +15,11 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -123,7 +125,8 @@ def _scan_statistics(h5: H5adFile, opts: SourceOptions, require_integers: bool, 
     genes_per_cell = np.zeros(h5.n_cells, np.int64)
     totals = np.zeros(h5.n_cells, np.float64)
     cells_per_gene = np.zeros(h5.n_genes, np.int64)
-    for start, chunk in _chunks(h5, opts.chunk_size, progress, "checking"):
+    chunks = _with_progress(h5.iter_chunks(opts.chunk_size), h5, "checking", progress, lambda part: part[1].shape[0])
+    for start, chunk in chunks:
         chunk.eliminate_zeros()
         cells.check_values(chunk, start, require_integers=require_integers)
         per_cell = cells.genes_per_cell(chunk)
@@ -134,12 +137,13 @@ def _scan_statistics(h5: H5adFile, opts: SourceOptions, require_integers: bool, 
     return SourceStats(genes_per_cell, cells_per_gene, totals)
 
 
-def _chunks(h5: H5adFile, chunk_size: int, progress: bool, what: str):
-    bar = tqdm(total=h5.n_cells, unit="cells", desc=f"{what} {h5.path.name}", disable=not progress, smoothing=0.1)
-    for start, chunk in h5.iter_chunks(chunk_size):
-        yield start, chunk
-        bar.update(chunk.shape[0])
-    bar.close()
+def _with_progress(parts: Iterable, h5: H5adFile, what: str, progress: bool, cells_of: Callable[[Any], int]):
+    """`parts` as they come, under a progress bar over the file's cells advanced by `cells_of(part)`."""
+    desc = f"{what} {h5.path.name}"
+    with tqdm(total=h5.n_cells, unit="cells", desc=desc, disable=not progress, smoothing=0.1) as bar:
+        for part in parts:
+            yield part
+            bar.update(cells_of(part))
 
 
 # --- splits -----------------------------------------------------------------------------------------
@@ -320,15 +324,13 @@ def _process_source(source: Source, writer: DatasetWriter, progress: bool) -> So
         stream = SentenceStream(h5, recipe)
         fit = InverseFitAccumulator(seed=popts.seed)
         emptied, augmented_before = 0, writer.augmented_cells
-        bar = tqdm(total=h5.n_cells, unit="cells", desc=f"sentences {h5.path.name}", disable=not progress)
-        for part in stream.chunks(opts.chunk_size, check=False):  # values were checked in pass 1
+        parts = stream.chunks(opts.chunk_size, check=False)  # values were checked in pass 1
+        for part in _with_progress(parts, h5, "sentences", progress, lambda part: part.counts.shape[0]):
             fit.add(part.ranked.ranks(), part.ranked.values)
             versions = [part.ranked]
             if source.drug is None:  # drug data are ranked as stored, never thinned
                 versions += _thinned_versions(popts, stream, part, split)
             emptied += _write_chunk(writer, source, stream, versions, part.start, split, labels, cell_ids)
-            bar.update(part.counts.shape[0])
-        bar.close()
         elapsed = time.perf_counter() - started
     stats_out = {
         "matrix": recipe.matrix.path,

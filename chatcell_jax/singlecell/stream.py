@@ -8,7 +8,6 @@ cell's row in the file) and length.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,8 +17,6 @@ import scipy.sparse as sp
 from chatcell_jax.singlecell import cells
 from chatcell_jax.singlecell.h5ad import H5adFile
 from chatcell_jax.singlecell.manifest import SentenceRecipe
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
