@@ -19,8 +19,15 @@ from chatcell_jax.errors import InputError
 COMMAND_MODULES = ["prepare", "tokenizer", "train", "score", "chat", "evaluate", "convert"]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `chatcell CMD: error: ... (chatcell CMD --help)`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="chatcell",
         description="Single-cell analysis in plain language: "
         "cell sentences, a T5 that knows every gene, and the commands around it.",
@@ -32,8 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Arguments, with one fix to argparse: an optional positional (`chat MODEL [QUESTION]`) given
+    after an option (`chat MODEL --manifest M "question"`) is not matched by argparse, which
+    fills both positionals when it meets the first; a command names such a positional with
+    `set_defaults(late_positional=NAME)` and a single leftover word fills it."""
+    args, extra = parser.parse_known_args(argv)
+    late = getattr(args, "late_positional", None)
+    if extra and late and getattr(args, late) is None and len(extra) == 1 and not extra[0].startswith("-"):
+        setattr(args, late, extra.pop())
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parse(parser, argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

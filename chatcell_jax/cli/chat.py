@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from chatcell_jax.cli.score import add_candidates_argument, add_model_arguments
+from chatcell_jax.cli.types import port_int
+from chatcell_jax.serve.options import MODES
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates
 
 
@@ -16,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("question", nargs="?", help="one question; without it, read questions from the prompt/stdin")
     p.add_argument(
         "--mode",
-        choices=["beam", "greedy", "sample"],
+        choices=MODES,
         default="sample",
         help="decoding for generation questions (default: ChatCell's sampling settings)",
     )
@@ -29,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "genes of the model's vocabulary, N from the question or the training top-N)",
     )
     add_candidates_argument(p, "questions for a cell of a named type")
-    p.set_defaults(func=run_chat)
+    p.set_defaults(func=run_chat, late_positional="question")
 
     p = subparsers.add_parser(
         "web",
@@ -41,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(p, devices="1")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=port_int, default=7860)
     p.add_argument("--data", type=Path, help="prepared data directory, for example sentences")
     p.set_defaults(func=run_web)
 
@@ -73,6 +75,7 @@ def format_answer(result: dict) -> str:
 
 def run_chat(args: argparse.Namespace) -> int:
     from chatcell_jax.errors import InputError
+    from chatcell_jax.serve.options import chat_decoding
 
     options = {
         "mode": args.mode,
@@ -80,7 +83,8 @@ def run_chat(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "free": args.free,
         "candidates": check_candidates(args.candidates),
-    }  # checked before loading the model
+    }
+    chat_decoding(options)  # checked before loading the model
     engine = load_engine(args)
     if args.question:
         print(format_answer(engine.answer([args.question], options)[0]))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from chatcell_jax.cli.score import add_candidates_argument
+from chatcell_jax.cli.types import positive_int, seed_int
 from chatcell_jax.errors import InputError
 from chatcell_jax.serve.pseudocells import check_candidates
 
@@ -41,14 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="directory with metrics.jsonl for the training curve (default: the model directory)",
     )
     p.add_argument("--cells", type=Path, help="the cells .h5ad, if it moved since `chatcell prepare`")
-    p.add_argument("--max-train-cells", type=int, default=5000, help="train cells for baselines and distances")
-    p.add_argument("--workers", type=int, default=1, help="threads for Levenshtein distances and BLAS (default 1)")
+    p.add_argument("--max-train-cells", type=positive_int, default=5000, help="train cells for baselines and distances")
+    p.add_argument(
+        "--workers", type=positive_int, default=1, help="threads for Levenshtein distances and BLAS (default 1)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     g = p.add_argument_group("running the model")
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--max-source-length", type=int, default=512)
-    g.add_argument("--max-new-tokens", type=int, help="default: 2 x top-N + 16")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=positive_int, default=16)
+    g.add_argument("--max-source-length", type=positive_int, default=512)
+    g.add_argument("--max-new-tokens", type=positive_int, help="default: 2 x top-N + 16")
+    g.add_argument("--seed", type=seed_int, default=0)
     g.add_argument(
         "--no-constrained",
         action="store_true",

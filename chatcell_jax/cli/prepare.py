@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from chatcell_jax.cli.types import nonnegative_int, positive_int
 from chatcell_jax.errors import InputError
 from chatcell_jax.singlecell.tasks import of_kind
 
@@ -41,14 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="accept non-integer values (e.g. TPM) and rank them as they are",
     )
-    g.add_argument("--chunk-size", type=int, default=2048, help="cells per streamed chunk")
+    g.add_argument("--chunk-size", type=positive_int, default=2048, help="cells per streamed chunk")
 
     g = p.add_argument_group("cell sentences")
     g.add_argument("--target-total", default="10000", help="normalise each cell to this total, or 'median'")
-    g.add_argument("--min-genes", type=int, default=0, help="QC: drop cells with fewer expressed genes")
-    g.add_argument("--min-cells", type=int, default=0, help="QC: drop genes expressed in fewer cells")
-    g.add_argument("--top-k", type=int, default=100, help="genes per sentence in the instructions")
-    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--min-genes", type=nonnegative_int, default=0, help="QC: drop cells with fewer expressed genes")
+    g.add_argument("--min-cells", type=nonnegative_int, default=0, help="QC: drop genes expressed in fewer cells")
+    g.add_argument("--top-k", type=positive_int, default=100, help="genes per sentence in the instructions")
+    g.add_argument("--seed", type=nonnegative_int, default=42)
 
     g = p.add_argument_group("instructions")
     g.add_argument("--tasks", nargs="+", default=list(CELL_TASKS), choices=CELL_TASKS, help="cell tasks")
@@ -62,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--stratify", action="store_true", help="stratify the splits by label")
     g.add_argument(
         "--augment",
-        type=int,
+        type=nonnegative_int,
         default=0,
         metavar="N",
         help="N extra copies of every training cell, its counts binomially thinned (default 0)",

@@ -6,6 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from chatcell_jax.atomic import check_output
+from chatcell_jax.cli.types import positive_int
+from chatcell_jax.serve.options import MODES
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, MAX_CANDIDATES, check_candidates
 
 
@@ -16,14 +19,17 @@ def add_model_arguments(p: argparse.ArgumentParser, devices: str = "all") -> Non
     p.add_argument("model", type=Path, help="model directory, training run directory, or HF T5 directory")
     p.add_argument("--manifest", type=Path, help="training data manifest.json (default: found next to the model)")
     p.add_argument(
-        "--batch-size", type=int, default=16, help="prompts per compiled batch (rounded up to a multiple of --devices)"
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        help="prompts per compiled batch (rounded up to a multiple of --devices)",
     )
     p.add_argument(
         "--devices",
         default=devices,
         help=f"local devices to split each batch over: a number or 'all' (default: {devices})",
     )
-    p.add_argument("--max-source-length", type=int, default=512, help="encoder limit in tokens")
+    p.add_argument("--max-source-length", type=positive_int, default=512, help="encoder limit in tokens")
     p.add_argument(
         "--dtype",
         choices=["float32", "bfloat16"],
@@ -51,9 +57,19 @@ def add_candidates_argument(
     )
 
 
+def add_output_argument(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--out", type=Path, required=True, help=what)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def check_out(args: argparse.Namespace, *inputs) -> None:
+    """The --out checks (chatcell_jax.atomic.check_output), before the model is loaded."""
+    check_output(args.out, overwrite=args.overwrite, inputs=inputs)
+
+
 def add_decoding_arguments(p: argparse.ArgumentParser, default_mode: str = "beam") -> None:
     g = p.add_argument_group("decoding")
-    g.add_argument("--mode", choices=["beam", "greedy", "sample"], default=default_mode)
+    g.add_argument("--mode", choices=MODES, default=default_mode)
     g.add_argument("--num-beams", type=int, default=4)
     g.add_argument("--num-return-sequences", type=int, default=1)
     g.add_argument("--length-penalty", type=float, default=1.0)
@@ -76,14 +92,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("generate", help="answer every prompt of a JSONL file")
     add_model_arguments(p)
     p.add_argument("--input", type=Path, required=True, help="JSONL, one object with 'source' per line")
-    p.add_argument("--out", type=Path, required=True, help="JSONL: each input record + output + score")
+    add_output_argument(p, "JSONL: each input record + output + score")
     add_decoding_arguments(p)
     p.set_defaults(func=run_generate)
 
     p = subparsers.add_parser("annotate", help="cell type of every cell of an .h5ad (constrained to known types)")
     add_model_arguments(p)
     p.add_argument("cells", type=Path, help="input .h5ad with raw counts (never modified)")
-    p.add_argument("--out", type=Path, required=True, help="output .h5ad: obs['chatcell_cell_type'] + probability")
+    add_output_argument(p, "output .h5ad: obs['chatcell_cell_type'] + probability")
     _add_reading_arguments(p)
     p.set_defaults(func=run_annotate)
 
@@ -91,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("cells", type=Path)
     p.add_argument("--drug", required=True)
-    p.add_argument("--out", type=Path, required=True, help="output .h5ad: obs['chatcell_drug_response'] + probability")
+    add_output_argument(p, "output .h5ad: obs['chatcell_drug_response'] + probability")
     _add_reading_arguments(p)
     p.set_defaults(func=run_predict_drug)
 
@@ -107,8 +123,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(p)
     p.add_argument("--cell-type", help="a cell type the model knows (default: random cells)")
-    p.add_argument("-n", "--n-cells", type=int, default=10)
-    p.add_argument("--out", type=Path, required=True, help="output .h5ad")
+    p.add_argument("-n", "--n-cells", type=positive_int, default=10)
+    add_output_argument(p, "output .h5ad")
     p.add_argument(
         "--free",
         action="store_true",
@@ -128,35 +144,11 @@ def _add_reading_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--allow-non-integer", action="store_true", default=None)
 
 
-def decoding_config(args: argparse.Namespace, top_k: int):
-    from chatcell_jax.serve.decoding import CHATCELL_SAMPLING, GenerationConfig
+def decoding_options(args: argparse.Namespace):
+    """The decoding flags, checked (chatcell_jax.serve.options) before any model is loaded."""
+    from chatcell_jax.serve.options import DecodingOptions
 
-    common = dict(
-        max_new_tokens=args.max_new_tokens or top_k + 16,
-        min_new_tokens=args.min_new_tokens,
-        length_penalty=args.length_penalty,
-    )
-    if args.mode == "sample":
-        ngram = (
-            CHATCELL_SAMPLING.no_repeat_ngram_size if args.no_repeat_ngram_size is None else args.no_repeat_ngram_size
-        )
-        return GenerationConfig(
-            do_sample=True,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            no_repeat_ngram_size=ngram,
-            **common,
-        )
-    beams = args.num_beams if args.mode == "beam" else 1
-    early_stopping = {"false": False, "true": True, "never": "never"}[args.early_stopping]
-    return GenerationConfig(
-        num_beams=beams,
-        num_return_sequences=args.num_return_sequences,
-        early_stopping=early_stopping,
-        no_repeat_ngram_size=args.no_repeat_ngram_size or 0,
-        **common,
-    )
+    return DecodingOptions.from_mapping(vars(args))
 
 
 def _load(args):
@@ -181,13 +173,15 @@ def _top_k(manifest) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     from chatcell_jax.serve.jobs import generate_jsonl
 
+    options = decoding_options(args)
+    check_out(args, args.input)
     generator, manifest = _load(args)
     n = generate_jsonl(
         generator,
         args.input,
         args.out,
-        decoding_config(args, _top_k(manifest)),
-        seed=args.seed,
+        options.generation_config(_top_k(manifest) + 16),
+        seed=options.seed,
         truncate=args.truncate,
         progress=not args.no_progress,
     )
@@ -207,6 +201,7 @@ def run_annotate(args: argparse.Namespace) -> int:
     from chatcell_jax.serve.jobs import classify_h5ad
     from chatcell_jax.serve.loading import require_manifest
 
+    check_out(args, args.cells)
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "annotate")
     summary = classify_h5ad(
@@ -229,6 +224,7 @@ def run_predict_drug(args: argparse.Namespace) -> int:
     from chatcell_jax.serve.jobs import classify_h5ad
     from chatcell_jax.serve.loading import require_manifest
 
+    check_out(args, args.cells)
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "predict-drug")
     labels = list(manifest.labels.response) or ["resistant", "sensitive"]
@@ -253,6 +249,8 @@ def run_generate_cells(args: argparse.Namespace) -> int:
     from chatcell_jax.serve.loading import require_manifest
 
     check_candidates(args.candidates)  # before loading the model
+    options = decoding_options(args)
+    check_out(args)
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "generate-cells")
     summary = generate_cells(
@@ -261,8 +259,8 @@ def run_generate_cells(args: argparse.Namespace) -> int:
         args.out,
         n_cells=args.n_cells,
         cell_type=args.cell_type,
-        cfg=decoding_config(args, _top_k(manifest)),
-        seed=args.seed,
+        cfg=options.generation_config(_top_k(manifest) + 16),
+        seed=options.seed,
         progress=not args.no_progress,
         free=args.free,
         candidates=args.candidates,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chatcell_jax.cli.types import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -20,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="existing T5-style tokenizer directory (or hub id when online); "
         "default: train a Unigram base on the instructions",
     )
-    p.add_argument("--sp-vocab-size", type=int, default=8000, help="upper bound for the trained base vocabulary")
+    p.add_argument(
+        "--sp-vocab-size", type=positive_int, default=8000, help="upper bound for the trained base vocabulary"
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)
 

@@ -14,38 +14,16 @@ and `candidates`, and a note says so. Genes the model does not know are reported
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
-from chatcell_jax.errors import InputError
 from chatcell_jax.serve import prompts
-from chatcell_jax.serve.decoding import CHATCELL_SAMPLING, GenerationConfig
 from chatcell_jax.serve.generation import Answer, GeneConstraint, Generator, GeneVocabulary
+from chatcell_jax.serve.options import DecodingOptions, chat_decoding
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates, pseudo_cells
 from chatcell_jax.singlecell import tasks
 from chatcell_jax.singlecell.manifest import Manifest
 
 log = logging.getLogger(__name__)
-
-MODES = ("beam", "greedy", "sample")
-
-
-def generation_config(options: dict, default_new_tokens: int) -> GenerationConfig:
-    """Decoding settings from the API/CLI options (mode beam | greedy | sample)."""
-    mode = options.get("mode", "sample")
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {MODES}, not {mode!r}")
-    new_tokens = int(options.get("max_new_tokens") or default_new_tokens)
-    if mode == "sample":
-        return replace(
-            CHATCELL_SAMPLING,
-            max_new_tokens=new_tokens,
-            temperature=float(options.get("temperature", 1.0)),
-            top_k=int(options.get("top_k", 50)),
-            top_p=float(options.get("top_p", 0.95)),
-        )
-    beams = int(options.get("num_beams", 4)) if mode == "beam" else 1
-    return GenerationConfig(max_new_tokens=new_tokens, num_beams=beams)
 
 
 class ChatEngine:
@@ -65,8 +43,11 @@ class ChatEngine:
         return self._genes
 
     def answer(self, questions: list[str], options: dict | None = None) -> list[dict]:
+        """Answers; `options` holds `DecodingOptions` fields (mode default: ChatCell's sampling),
+        `free` and `candidates`, all checked before any model work."""
         options = dict(options or {})
-        check_candidates(options.get("candidates", DEFAULT_CANDIDATES))  # before any model work
+        check_candidates(options.get("candidates", DEFAULT_CANDIDATES))
+        options["decoding"] = chat_decoding(options)
         return [self._answer_one(q, options) for q in questions]
 
     def _answer_one(self, question: str, options: dict) -> dict:
@@ -96,8 +77,8 @@ class ChatEngine:
         self, question: str, analysis: prompts.QuestionAnalysis, options: dict, notes: list[str]
     ) -> dict:
         n = prompts.top_k_in_question(question, self.top_k)
-        cfg = generation_config(options, default_new_tokens=n + 16)
-        seed = int(options.get("seed", 0))
+        decoding: DecodingOptions = options["decoding"]
+        cfg, seed = decoding.generation_config(default_new_tokens=n + 16), decoding.seed
         constrained = analysis.task in tasks.GENERATION and not options.get("free")
         if not constrained or analysis.task == "random_generation":
             constraint = GeneConstraint(self.gene_vocabulary(), n) if constrained else None

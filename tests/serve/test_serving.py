@@ -108,7 +108,7 @@ def test_annotate_writes_a_copy_with_known_labels(trained_run, tmp_path):
 def test_annotate_refuses_to_write_over_its_input(trained_run, capsys):
     run, _ = trained_run
     assert run_cli("annotate", run, demo_data_path(), "--out", demo_data_path(), "--no-progress") == 2
-    assert "never modified in place" in capsys.readouterr().err
+    assert "is also an input; the input is never overwritten" in capsys.readouterr().err
 
 
 def test_predict_drug_answers_are_sensitive_or_resistant(trained_run, tmp_path):

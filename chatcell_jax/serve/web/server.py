@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.serve.options import chat_decoding
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, check_candidates
 
 log = logging.getLogger(__name__)
@@ -45,15 +46,17 @@ class GenerateRequest(BaseModel):
     decodes them as free text with the same settings. A pseudo-cell answer is the best of
     `candidates` samples by the model's own annotation (1: plain constrained sampling)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: "2" or true is not a number of beams. Ranges are checked by DecodingOptions, the one
+    # place that checks decoding settings for the CLI, chat and this API.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompts: list[str] = Field(min_length=1)
     mode: Literal["beam", "greedy", "sample"] = "sample"
-    num_beams: int = Field(4, ge=1)
-    max_new_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, gt=0, le=10)
-    top_k: int = Field(50, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
+    num_beams: int = 4
+    max_new_tokens: int | None = None
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 0.95
     seed: int = 0
     # Generation questions: exactly N distinct genes of the model's vocabulary unless free is true.
     free: bool = False
@@ -87,8 +90,12 @@ def create_app(engine: Engine, limits: Limits = Limits()) -> FastAPI:
 
     @app.post("/api/generate")
     def generate(request: GenerateRequest) -> dict:
-        _check_limits(request, limits)
         options = request.model_dump(exclude={"prompts"})
+        try:
+            chat_decoding(options)  # bad settings are a 422 before the lock and before JAX
+        except InputError as err:
+            raise HTTPException(status_code=422, detail=str(err)) from None
+        _check_limits(request, limits)
         try:
             with lock:
                 results = engine.answer(request.prompts, options)
