@@ -70,10 +70,21 @@ def test_good_request(client, trained_run):
         ({"prompts": []}, 422, "at least 1"),
         ({"prompts": ["   "]}, 422, "must not be empty"),
         ({}, 422, "Field required"),
+        # issue 15: decoding settings are checked by DecodingOptions before the model is reached
+        ({"prompts": ["a"], "seed": 2**63}, 422, "seed (--seed) must be from 0 to 4294967295"),
+        ({"prompts": ["a"], "temperature": float("nan")}, 422, "temperature (--temperature) must be a finite number"),
+        ({"prompts": ["a"], "temperature": 0}, 422, "must be greater than 0"),
+        ({"prompts": ["a"], "top_p": 2}, 422, "top_p (--top-p) must be in (0, 1]"),
+        ({"prompts": ["a"], "mode": "beam", "num_beams": 0}, 422, "num_beams (--num-beams) must be at least 1"),
+        ({"prompts": ["a"], "max_new_tokens": 0}, 422, "max_new_tokens (--max-new-tokens) must be at least 1"),
+        ({"prompts": ["a"], "num_beams": "2"}, 422, "valid integer"),  # strict types: no coercion
+        ({"prompts": ["a"], "num_beams": True}, 422, "valid integer"),
+        ({"prompts": ["a"], "free": "yes"}, 422, "valid boolean"),
     ],
 )
 def test_bad_requests_are_4xx(client, body, status, message):
-    response = client.post("/api/generate", json=body)
+    # Python's json writes NaN as browsers' JSON.parse would not, but a client may send it.
+    response = client.post("/api/generate", content=json.dumps(body), headers={"Content-Type": "application/json"})
     assert response.status_code == status
     assert message in json.dumps(response.json())
 

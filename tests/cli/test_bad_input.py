@@ -1,0 +1,103 @@
+"""The bad-input matrix of the CLI (issue 15): every case exits 2 with one line that names the
+problem and the fix, and leaves no output behind. The web API's cases are in
+tests/serve/test_web.py (test_bad_requests_are_4xx)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chatcell_jax.cli import main
+from chatcell_jax.singlecell.prepare import demo_data_path
+from chatcell_jax.singlecell.records import load_split
+
+
+@pytest.fixture(scope="module")
+def inputs(trained_run, tmp_path_factory):
+    """(run dir, prompts JSONL, a plain file) shared by the cases."""
+    run, data = trained_run
+    root = tmp_path_factory.mktemp("bad-input")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"source": r["source"]}) + "\n" for r in load_split(data, "test")[:2]))
+    (root / "a-file").write_text("not a directory\n")
+    return run, prompts, root / "a-file"
+
+
+def _generate(out: str, *extra: str) -> list[str]:
+    return ["generate", "{run}", "--input", "{prompts}", "--out", out, "--no-progress", *extra]
+
+
+# (argv with {run} {prompts} {file} {tmp} placeholders, words the one-line message must hold)
+CASES = {
+    "num-beams 0": (_generate("{tmp}/o.jsonl", "--num-beams", "0"), "num_beams (--num-beams) must be at least 1"),
+    "max-new-tokens 0": (_generate("{tmp}/o.jsonl", "--max-new-tokens", "0"), "must be at least 1, got 0"),
+    "top-p 2": (_generate("{tmp}/o.jsonl", "--mode", "sample", "--top-p", "2"), "top_p (--top-p) must be in (0, 1]"),
+    "temperature 0": (_generate("{tmp}/o.jsonl", "--mode", "sample", "--temperature", "0"), "use mode greedy"),
+    "seed beyond 64 bits": (_generate("{tmp}/o.jsonl", "--seed", str(2**64)), "seed (--seed) must be from 0"),
+    "seed beyond 32 bits": (_generate("{tmp}/o.jsonl", "--seed", str(2**32)), "seed (--seed) must be from 0"),
+    "more sequences than beams": (_generate("{tmp}/o.jsonl", "--num-return-sequences", "5"), "cannot exceed"),
+    "sequences without beams": (
+        _generate("{tmp}/o.jsonl", "--mode", "greedy", "--num-return-sequences", "2"),
+        "above 1 needs mode beam",
+    ),
+    "min above max new tokens": (
+        _generate("{tmp}/o.jsonl", "--min-new-tokens", "50", "--max-new-tokens", "10"),
+        "min_new_tokens (--min-new-tokens) (50) cannot exceed",
+    ),
+    "batch-size 0": (_generate("{tmp}/o.jsonl", "--batch-size", "0"), "argument --batch-size: must be at least 1"),
+    "out is the input": (_generate("{prompts}"), "is also an input"),
+    "out under a file": (_generate("{file}/o.jsonl"), "is a file, so the output's folder cannot be made there"),
+    "out unwritable": (_generate("/proc/chatcell-test/o.jsonl"), "cannot write in /proc"),
+    "out is a directory": (_generate("{tmp}"), "is a directory; give a file name"),
+    "annotate out is the input": (
+        ["annotate", "{run}", str(demo_data_path()), "--out", str(demo_data_path())],
+        "is also an input",
+    ),
+    "annotate out under a file": (
+        ["annotate", "{run}", str(demo_data_path()), "--out", "{file}/x.h5ad"],
+        "is a file, so the output's folder",
+    ),
+    "prepare chunk-size 0": (["prepare", "--demo", "--out", "{tmp}/data", "--chunk-size", "0"], "--chunk-size"),
+    "prepare top-k abc": (["prepare", "--demo", "--out", "{tmp}/data", "--top-k", "abc"], "'abc' is not an integer"),
+    "evaluate seed negative": (["evaluate", "{run}", "--data", "{tmp}", "--out", "{tmp}/e", "--seed", "-1"], "--seed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, inputs, tmp_path, capsys):
+    run, prompts, a_file = inputs
+    argv, words = CASES[case]
+    fill = dict(run=run, prompts=prompts, file=a_file, tmp=tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert _exit_code([a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1, err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, not even a folder
+    assert prompts.read_text().count("\n") == 2  # the input is untouched
+
+
+def test_an_existing_output_needs_overwrite(inputs, tmp_path, capsys):
+    run, prompts, _ = inputs
+    out = tmp_path / "answers.jsonl"
+    out.write_text("earlier answers\n")
+    assert main([a.format(run=run, prompts=prompts) for a in _generate(str(out))]) == 2
+    assert "already exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert out.read_text() == "earlier answers\n"
+    assert main([a.format(run=run, prompts=prompts) for a in _generate(str(out), "--overwrite")]) == 0
+    assert out.read_text().count("\n") == 2
+
+
+def test_chat_takes_its_question_after_options(trained_run, capsys):
+    run, data = trained_run
+    question = next(r["source"] for r in load_split(data, "test") if r["task"] == "annotation")
+    assert main(["chat", str(run), "--manifest", str(Path(data) / "manifest.json"), question]) == 0
+    assert capsys.readouterr().out.startswith("[annotation]")
+
+
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stop:  # argparse's own checks (types, integer ranges)
+        return stop.code
