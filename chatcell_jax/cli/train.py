@@ -46,8 +46,18 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     if jax.process_index() == 0:
-        print(
-            f"wrote {run_dir}: model/ (with tokenizer and manifest), checkpoints/, metrics.jsonl, tensorboard/, "
-            "config.json, loss_curve.png"
-        )
+        print(f"wrote {run_dir}: {', '.join(_outputs(run_dir))}")
     return 0
+
+
+def _outputs(run_dir) -> list[str]:
+    """What the run directory holds, as the user will find it."""
+    model = run_dir / "model"
+    held = [name for name in ("tokenizer", "manifest.json") if (model / name).exists()]
+    names = [f"model/ (with {' and '.join(held)})" if held else "model/ (without tokenizer or manifest)"]
+    names += [
+        n
+        for n in ("checkpoints/", "metrics.jsonl", "tensorboard/", "config.json", "loss_curve.png")
+        if (run_dir / n.rstrip("/")).exists()
+    ]
+    return names

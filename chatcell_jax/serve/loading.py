@@ -1,7 +1,8 @@
 """From a model reference on the command line to a ready `Generator` and its data manifest.
 
 A model reference is our model directory (`model_config.json`), a training run directory holding
-one (`RUN/model`), or a Hugging Face T5 directory. The tokenizer travels with the model
+one (`RUN/model`), one of a run's Orbax steps (`RUN/checkpoints/<step>`), or a Hugging Face T5
+directory (`chatcell_jax.model.directory.load_model`). The tokenizer travels with the model
 (`tokenizer/` or the HF files). The manifest of the training data (labels, gene vocabulary,
 sentence settings) is looked up as `manifest.json` next to the model, in its run directory, or
 given explicitly; models imported from elsewhere have none until one is given.
@@ -9,12 +10,14 @@ given explicitly; models imported from elsewhere have none until one is given.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import jax
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.model.directory import is_step_dir, resolve_model_ref
 from chatcell_jax.serve.generation import Generator
 from chatcell_jax.singlecell import manifest as manifest_lib
 from chatcell_jax.singlecell.manifest import Manifest
@@ -22,25 +25,31 @@ from chatcell_jax.singlecell.manifest import Manifest
 log = logging.getLogger(__name__)
 
 
-def resolve_model_dir(model_ref: str | Path) -> Path:
-    path = Path(model_ref)
-    if not path.exists():
-        raise InputError(
-            f"model {path} does not exist; train one with `chatcell train` or import one with `chatcell import-hf`"
-        )
-    if (path / "model" / "model_config.json").is_file():  # a training run directory
-        return path / "model"
-    return path
-
-
 def find_manifest(model_dir: Path, explicit: str | Path | None = None) -> Manifest | None:
-    candidates = [Path(explicit)] if explicit else [model_dir / "manifest.json", model_dir.parent / "manifest.json"]
+    """`explicit`, else manifest.json next to the model or in its run directory (for a step:
+    RUN/checkpoints/<step> -> RUN), else the run's training data manifest."""
+    if explicit:
+        candidates = [Path(explicit)]
+    else:
+        run = model_dir.parent.parent if is_step_dir(model_dir) else model_dir.parent
+        candidates = [model_dir / "manifest.json", run / "manifest.json", *_training_data_manifest(run)]
     for candidate in candidates:
         if candidate.is_file():
             return manifest_lib.read(candidate)
     if explicit:
         raise InputError(f"manifest {explicit} does not exist")
     return None
+
+
+def _training_data_manifest(run_dir: Path) -> list[Path]:
+    config = run_dir / "config.json"
+    if not config.is_file():
+        return []
+    try:
+        data = json.loads(config.read_text(encoding="utf-8")).get("data")
+    except (json.JSONDecodeError, AttributeError):
+        return []
+    return [Path(data) / "manifest.json"] if isinstance(data, str) and data else []
 
 
 def data_parallel_mesh(devices: int | str) -> jax.sharding.Mesh | None:
@@ -89,7 +98,7 @@ def load_generator(
             rounded = shards * -(-batch_size // shards)
             log.info("batch size %d -> %d: a multiple of the %d devices", batch_size, rounded, shards)
             batch_size = rounded
-    model_dir = resolve_model_dir(model_ref)
+    model_dir = resolve_model_ref(model_ref)
     config, model, tokenizer_dir = load_model(model_dir, mesh=mesh, **({"dtype": dtype} if dtype else {}))
     if tokenizer_dir is None:
         raise InputError(f"{model_dir} has no tokenizer files; save the model with its tokenizer directory")

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.model.directory import write_step_files
 from chatcell_jax.model.sharding import batch_sharding, batch_shards, make_mesh, param_shardings
 from chatcell_jax.train import data as data_lib
 from chatcell_jax.train import distributed
@@ -122,7 +123,6 @@ class Trainer:
         )
         self.mesh = make_mesh(config.mesh, devices)
         check_batch(config, self.mesh)
-        self.run_dir = prepare_run_dir(config, resume)
         self.model_cfg, params = build_params(config, len(self.tokenizer), self.mesh)
         if config.gene_init == "svd":  # a resumed run's restored state replaces these rows
             params, _ = with_gene_rows(params, self.train_records, config.tokenizer, config.seed)
@@ -145,6 +145,11 @@ class Trainer:
             config.data_threads,
             config.task_sampling,
         )
+        # Only now, when inputs, model and data have passed their checks: a failed start leaves no
+        # run directory behind that would refuse the corrected rerun.
+        self.run_dir = prepare_run_dir(config, resume)
+        if jax.process_index() == 0:
+            write_step_files(self.run_dir, self.model_cfg, config.tokenizer)
         tx, self.schedule = make_optimizer(config), make_schedule(config)
         make_state = partial(init_state, tx=tx, seed=config.seed)
         abstract = jax.eval_shape(make_state, params)
