@@ -60,3 +60,12 @@ def test_checkpoint_of_another_model_shape(prepared, tmp_path):
         InputError, match=r"holds '[a-z_/]+' with shape \(64,\), but this model needs \(128,\).*another model shape"
     ):
         Trainer(_config(prepared, out, "model=tiny", "mesh=[1,1,1]"), resume=True, devices=jax.devices()[:1])
+
+
+def test_a_failed_start_leaves_no_run_directory(prepared, tmp_path):
+    """The corrected rerun must not be refused because the failed one left RUN/config.json."""
+    with pytest.raises(InputError, match="exceeds the .* training examples; lower batch_size"):
+        Trainer(_config(prepared, tmp_path / "run", "batch_size=100000"))
+    assert not (tmp_path / "run").exists()
+    Trainer(_config(prepared, tmp_path / "run"))  # the corrected start goes ahead
+    assert (tmp_path / "run" / "config.json").is_file()
