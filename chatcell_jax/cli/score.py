@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from chatcell_jax.atomic import check_output
 from chatcell_jax.cli.types import positive_int
+from chatcell_jax.errors import InputError
 from chatcell_jax.serve.options import MODES
 from chatcell_jax.serve.pseudocells import DEFAULT_CANDIDATES, MAX_CANDIDATES, check_candidates
+
+log = logging.getLogger(__name__)
 
 
 def add_model_arguments(p: argparse.ArgumentParser, devices: str = "all") -> None:
@@ -106,7 +110,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict-drug", help="sensitive/resistant for every cell of an .h5ad")
     add_model_arguments(p)
     p.add_argument("cells", type=Path)
-    p.add_argument("--drug", required=True)
+    p.add_argument("--drug", required=True, help="a drug the model was trained on")
+    p.add_argument(
+        "--allow-unknown-drug",
+        action="store_true",
+        help="answer for a drug the model never saw (the model cannot read it: answers are unreliable)",
+    )
     add_output_argument(p, "output .h5ad: obs['chatcell_drug_response'] + probability")
     _add_reading_arguments(p)
     p.set_defaults(func=run_predict_drug)
@@ -212,6 +221,7 @@ def run_annotate(args: argparse.Namespace) -> int:
         labels=list(manifest.labels.cell_type),
         make_prompt=prompts.annotation_prompt,
         column="chatcell_cell_type",
+        known_genes=manifest.genes,
         truncate=args.truncate,
         progress=not args.no_progress,
     )
@@ -227,8 +237,9 @@ def run_predict_drug(args: argparse.Namespace) -> int:
     check_out(args, args.cells)
     generator, manifest = _load(args)
     manifest = require_manifest(manifest, "predict-drug")
+    check_drug(args.drug, manifest.labels.drug, args.allow_unknown_drug)
     labels = list(manifest.labels.response) or ["resistant", "sensitive"]
-    kind = "drug" if manifest.source("drug") is not None else "cells"  # a cells-only model: its cells' recipe
+    kind = "drug" if manifest.source("drug") is not None else "cells"  # --allow-unknown-drug on a cells-only model
     summary = classify_h5ad(
         generator,
         _recipe(args, manifest, kind),
@@ -237,11 +248,22 @@ def run_predict_drug(args: argparse.Namespace) -> int:
         labels=labels,
         make_prompt=lambda s: prompts.drug_prompt(s, args.drug),
         column="chatcell_drug_response",
+        known_genes=manifest.genes,
         truncate=args.truncate,
         progress=not args.no_progress,
     )
     print(f"wrote {args.out}: {json.dumps(summary)}")
     return 0
+
+
+def check_drug(drug: str, known: tuple[str, ...], allow_unknown: bool) -> None:
+    """An unknown drug is an error: the model would answer from a prompt it cannot read."""
+    if drug in known:
+        return
+    if not allow_unknown:
+        trained = f"the model knows: {', '.join(known)}" if known else "the model was trained on no drug data"
+        raise InputError(f"unknown drug {drug!r}; {trained} (--allow-unknown-drug answers anyway)")
+    log.warning("drug %r is unknown to the model (it knows: %s); answers are unreliable", drug, ", ".join(known))
 
 
 def run_generate_cells(args: argparse.Namespace) -> int:

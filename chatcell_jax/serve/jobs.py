@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ from chatcell_jax.singlecell.manifest import Manifest, SentenceRecipe
 from chatcell_jax.singlecell.records import read_jsonl
 
 log = logging.getLogger(__name__)
+
+MIN_KNOWN_SHARE = 0.5  # of the sentences' genes: below it, annotate / predict-drug warn
 
 
 # --- prompts JSONL --------------------------------------------------------------------------------
@@ -69,18 +72,29 @@ def classify_h5ad(
     labels: list[str],
     make_prompt,
     column: str,
+    known_genes: Collection[str],
     truncate: bool = False,
     progress: bool = False,
     chunk_size: int = 2048,
 ) -> dict:
-    """Constrained answers for every cell, written as obs[column] and obs[column + '_probability']."""
+    """Constrained answers for every cell, written as obs[column] and obs[column + '_probability'].
+
+    The model reads only genes it was trained on (`known_genes`): a file sharing none of them is
+    refused before any work, and the summary reports the share of the sentences' genes it knows,
+    with a warning below `MIN_KNOWN_SHARE`."""
     if Path(input_path).resolve() == Path(out_path).resolve():
         raise InputError("--out must differ from the input: the input file is never modified in place")
+    known_genes = set(known_genes)
+    file_genes = prompts.check_gene_overlap(input_path, recipe, known_genes)
     ids, answers, probabilities, empty = [], [], [], 0
+    sentence_genes = known_sentence_genes = 0
     for chunk in prompts.sentences_from_h5ad(input_path, recipe, chunk_size):
         ids += chunk.cell_ids
         present = [i for i, s in enumerate(chunk.sentences) if s]
         empty += len(chunk.sentences) - len(present)
+        words = [w for i in present for w in chunk.sentences[i].split()]
+        sentence_genes += len(words)
+        known_sentence_genes += sum(w in known_genes for w in words)
         chunk_answers = [None] * len(chunk.sentences)
         chunk_probs = [np.nan] * len(chunk.sentences)
         if present:
@@ -100,7 +114,22 @@ def classify_h5ad(
         {column: pd.Categorical(answers, categories=labels), f"{column}_probability": np.asarray(probabilities)},
     )
     counts = pd.Series([a for a in answers if a]).value_counts().to_dict()
-    return {"cells": len(ids), "without_counts": empty, "answers": counts}
+    share = 100.0 * known_sentence_genes / max(sentence_genes, 1)
+    if share < 100 * MIN_KNOWN_SHARE:
+        log.warning(
+            "only %.0f%% of the genes in these cells' sentences are known to the model (%d of the file's %d "
+            "genes are): the answers rest on the few it can read; check --gene-key and the species",
+            share,
+            file_genes.known,
+            file_genes.total,
+        )
+    return {
+        "cells": len(ids),
+        "without_counts": empty,
+        "genes_known": f"{file_genes.known} of {file_genes.total}",
+        "sentence_genes_known_percent": round(share, 1),
+        "answers": counts,
+    }
 
 
 def _write_obs_columns(input_path: Path, out_path: Path, columns: dict) -> None:

@@ -45,6 +45,27 @@ def sentences_from_h5ad(path: str | Path, recipe: SentenceRecipe, chunk_size: in
             )
 
 
+@dataclass(frozen=True)
+class GeneOverlap:
+    total: int  # genes of the file
+    known: int  # of them, genes the model was trained on
+
+
+def check_gene_overlap(path: str | Path, recipe: SentenceRecipe, known_genes: set[str]) -> GeneOverlap:
+    """How many of the file's genes the model knows; none is an InputError (the model could not
+    read a single cell of it)."""
+    with H5adFile(path, recipe.matrix) as h5:
+        symbols = SentenceStream(h5, recipe).symbols
+    known = sum(str(s) in known_genes for s in symbols)
+    if known == 0:
+        example = ", ".join(sorted(known_genes)[:3])
+        raise InputError(
+            f"none of the {len(symbols)} genes of {path} is known to the model (it knows {len(known_genes)}, "
+            f"e.g. {example}); give the column with gene symbols (--gene-key) or data of the training species"
+        )
+    return GeneOverlap(len(symbols), known)
+
+
 def annotation_prompt(sentence: str) -> str:
     return templates.render("annotation", PHRASING["annotation"], n=len(sentence.split()), genes=sentence)
 

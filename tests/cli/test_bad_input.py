@@ -12,6 +12,7 @@ import pytest
 from chatcell_jax.cli import main
 from chatcell_jax.singlecell.prepare import demo_data_path
 from chatcell_jax.singlecell.records import load_split
+from tests.helpers.h5ad import random_counts, write_h5ad
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,7 @@ def inputs(trained_run, tmp_path_factory):
     prompts = root / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"source": r["source"]}) + "\n" for r in load_split(data, "test")[:2]))
     (root / "a-file").write_text("not a directory\n")
+    write_h5ad(root / "unknown-genes.h5ad", random_counts(20, 40), genes=[f"NOTAGENE{i}" for i in range(40)])
     return run, prompts, root / "a-file"
 
 
@@ -59,6 +61,14 @@ CASES = {
         ["annotate", "{run}", str(demo_data_path()), "--out", "{file}/x.h5ad"],
         "is a file, so the output's folder",
     ),
+    "annotate cells of unknown genes": (
+        ["annotate", "{run}", "{unknown}", "--out", "{tmp}/a.h5ad"],
+        "none of the 40 genes of",
+    ),
+    "predict-drug of an unknown drug": (
+        ["predict-drug", "{run}", str(demo_data_path()), "--drug", "Aspirin", "--out", "{tmp}/d.h5ad"],
+        "unknown drug 'Aspirin'",
+    ),
     "prepare chunk-size 0": (["prepare", "--demo", "--out", "{tmp}/data", "--chunk-size", "0"], "--chunk-size"),
     "prepare top-k abc": (["prepare", "--demo", "--out", "{tmp}/data", "--top-k", "abc"], "'abc' is not an integer"),
     "evaluate seed negative": (["evaluate", "{run}", "--data", "{tmp}", "--out", "{tmp}/e", "--seed", "-1"], "--seed"),
@@ -69,7 +79,7 @@ CASES = {
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, inputs, tmp_path, capsys):
     run, prompts, a_file = inputs
     argv, words = CASES[case]
-    fill = dict(run=run, prompts=prompts, file=a_file, tmp=tmp_path)
+    fill = dict(run=run, prompts=prompts, file=a_file, tmp=tmp_path, unknown=a_file.parent / "unknown-genes.h5ad")
     before = sorted(tmp_path.rglob("*"))
     assert _exit_code([a.format(**fill) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
