@@ -271,10 +271,30 @@ def build_tokenizer(
     return record
 
 
-def count_unknown_genes(tokenizer, sentence: str) -> int:
-    """Words of a cell sentence that are not single tokens (genes the tokenizer does not know)."""
-    words = sentence.split()
+def uncovered_words(tokenizer, words: list[str]) -> list[str]:
+    """The words the tokenizer does not hold as one piece (a bare leading "▁" piece allowed, as
+    in ChatCell's own tokenizer), i.e. words a model trained with it cannot read as one token."""
     if not words:
-        return 0
+        return []
     pieces = tokenizer(words, add_special_tokens=False)["input_ids"]
-    return sum(len(p) != 1 for p in pieces)
+    unk = tokenizer.unk_token_id
+    meta = tokenizer.convert_tokens_to_ids(META)
+
+    def one_piece(ids: list[int]) -> bool:
+        ids = ids[1:] if len(ids) == 2 and ids[0] == meta else ids
+        return len(ids) == 1 and ids[0] != unk
+
+    return [w for w, ids in zip(words, pieces) if not one_piece(ids)]
+
+
+def check_covers(tokenizer, manifest: Manifest, tokenizer_dir: str | Path) -> None:
+    """InputError when the tokenizer was built for other data: a gene, cell type or drug of the
+    data is not one of its pieces."""
+    words = words_from_manifest(manifest).all()
+    missing = uncovered_words(tokenizer, words)
+    if missing:
+        raise InputError(
+            f"the tokenizer {tokenizer_dir} does not hold {len(missing)} of the data's {len(words)} genes and "
+            f"labels as single tokens (e.g. {', '.join(missing[:5])}): it was built for other data; build it "
+            "for this data with `chatcell tokenizer --data DATA_DIR`"
+        )

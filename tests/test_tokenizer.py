@@ -1,5 +1,6 @@
 """The adapted tokenizer: one token per gene, exact round trips, stable ids, reproducible bytes."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,7 @@ from chatcell_jax.errors import InputError
 from chatcell_jax.singlecell import prepare as ins
 from chatcell_jax.singlecell.manifest import Labels, Manifest
 from chatcell_jax.singlecell.records import load_split
-from chatcell_jax.tokenizer import build_tokenizer, count_unknown_genes, train_base, words_from_manifest
+from chatcell_jax.tokenizer import build_tokenizer, check_covers, train_base, uncovered_words, words_from_manifest
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +84,9 @@ def test_extending_a_base_keeps_every_base_id(built, tmp_path):
     assert len(ext(gene)["input_ids"]) == 2
 
 
-def test_unknown_genes_are_counted_not_fatal(built):
+def test_unknown_genes_are_found_and_decode_back(built):
     *_, tok = built
-    assert count_unknown_genes(tok, "CD74 NOTAGENE42 FTL") == 1
+    assert uncovered_words(tok, ["CD74", "NOTAGENE42", "FTL"]) == ["NOTAGENE42"]
     assert tok.decode(tok("CD74 NOTAGENE42")["input_ids"], skip_special_tokens=True) == "CD74 NOTAGENE42"
 
 
@@ -100,3 +101,12 @@ def test_bad_input(tmp_path, built):
         build_tokenizer(root / "data", tmp_path / "x", base=str(tmp_path / "notok"))
     with pytest.raises(InputError, match="already exists"):
         build_tokenizer(root / "data", root / "tok")
+
+
+def test_a_tokenizer_of_other_data_is_a_named_error(built):
+    """`chatcell train` checks the tokenizer against the data's manifest (issue 15)."""
+    root, manifest, _, tok = built
+    check_covers(tok, manifest, root / "tok")  # its own data: every word is one token
+    other = dataclasses.replace(manifest, genes={**manifest.genes, "NOTAGENE42": 1, "NOTAGENE43": 1})
+    with pytest.raises(InputError, match=r"does not hold 2 of the data's \d+ genes .*NOTAGENE42.*chatcell tokenizer"):
+        check_covers(tok, other, root / "tok")

@@ -29,6 +29,7 @@ import numpy as np
 from chatcell_jax.errors import InputError
 from chatcell_jax.model.directory import write_step_files
 from chatcell_jax.model.sharding import batch_sharding, batch_shards, make_mesh, param_shardings
+from chatcell_jax.tokenizer import check_covers
 from chatcell_jax.train import data as data_lib
 from chatcell_jax.train import distributed
 from chatcell_jax.train.checkpoint import Checkpoints
@@ -116,6 +117,9 @@ class Trainer:
         self.config, self.progress = config, progress
         _check_data_dir(config.data)
         self.tokenizer = _load_tokenizer(config.tokenizer)
+        data_manifest = _data_manifest(config.data)
+        if data_manifest is not None:
+            check_covers(self.tokenizer, data_manifest, config.tokenizer)
         self.train_records = data_lib.load_records(config.data, "train")
         # Interleaved, so the `eval_batches` first batches measure every task.
         self.valid_records = (
