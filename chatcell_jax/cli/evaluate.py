@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics = evaluate_predictions(args.data, args.split, predictions, args.out, args.run_dir or args.model, options)
     print(f"wrote {args.out}: {_summary(metrics)}")
+    for note in metrics["notes"]:
+        print(f"  note: {note}")
     return 0
 
 
@@ -121,7 +123,7 @@ def _summary(metrics: dict) -> str:
     parts = []
     for task, section in metrics["tasks"].items():
         if "accuracy" in section.get("model", {}):
-            parts.append(f"{task} accuracy {section['model']['accuracy']:.1f} %")
+            parts.append(f"{task} accuracy {section['model']['accuracy']:.1f} %{_coverage(metrics, task)}")
         elif task == "random_generation":
             rate = lambda m: f"{m['validity']:.1f} / {m['uniqueness']:.1f} %"
             parts.append(f"random validity / uniqueness {rate(section['model'])}" + _constrained(section, rate))
@@ -130,6 +132,14 @@ def _summary(metrics: dict) -> str:
             quality = lambda m: f"{m['5']['quality']:.1f} %"
             parts.append(f"pseudo-cell k-NN quality@5 {quality(knn['model'])}" + _constrained(knn, quality))
     return "; ".join(parts)
+
+
+def _coverage(metrics: dict, task: str) -> str:
+    """ " (on 4 of 69 records)" when only part of the split was scored."""
+    seen = metrics.get("coverage", {}).get(task)
+    if not seen or seen["predicted"] >= seen["records"]:
+        return ""
+    return f" (on {seen['predicted']} of {seen['records']} records)"
 
 
 def _constrained(section: dict, show) -> str:

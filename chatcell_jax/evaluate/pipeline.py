@@ -69,14 +69,36 @@ def check_predictions(predictions: Sequence[dict]) -> dict[str, list[dict]]:
 
 
 def _match_split(by_task: dict[str, list[dict]], split_records: Sequence[dict], split: str) -> list[str]:
-    """Notes about predictions that are not records of the split (they are still scored)."""
+    """Notes about predictions that are not records of the split (they are still scored) and about
+    records of the split without a prediction (the scores then describe a part of it only)."""
     known = {(r.get("task"), cell_key(r)) for r in split_records}
+    notes = []
     strays = sum((task, cell_key(r)) not in known for task, recs in by_task.items() for r in recs)
-    if not strays:
-        return []
-    note = f"{strays} prediction(s) are not records of the {split} split; they are scored against their own targets"
-    log.warning("%s", note)
-    return [note]
+    if strays:
+        notes.append(
+            f"{strays} prediction(s) are not records of the {split} split; they are scored against their own targets"
+        )
+    for task, (predicted, records) in coverage(by_task, split_records).items():
+        if predicted < records:
+            notes.append(
+                f"only {predicted} of the {records} {task} records of the {split} split have a prediction: "
+                f"the {task} scores describe those {predicted} only"
+            )
+    for note in notes:
+        log.warning("%s", note)
+    return notes
+
+
+def coverage(by_task: dict[str, list[dict]], split_records: Sequence[dict]) -> dict[str, tuple[int, int]]:
+    """{task: (records of the split with a prediction, records of the split)} for the split's tasks."""
+    predicted = {(task, cell_key(r)) for task, recs in by_task.items() for r in recs}
+    counts: dict[str, list[int]] = {}
+    for r in split_records:
+        task = r.get("task")
+        counts.setdefault(task, [0, 0])
+        counts[task][0] += (task, cell_key(r)) in predicted
+        counts[task][1] += 1
+    return {task: (a, b) for task, (a, b) in counts.items()}
 
 
 # --- classification tasks ----------------------------------------------------------------------------
@@ -248,6 +270,7 @@ def _evaluate(data_dir, split: str, predictions: Sequence[dict], out_dir, run_di
         "data": str(Path(data_dir).resolve()),
         "split": split,
         "n_predictions": len(predictions),
+        "coverage": {t: {"predicted": a, "records": b} for t, (a, b) in coverage(by_task, split_records).items()},
         "top_k": manifest.sentence_length,
         "tasks": tasks,
         "notes": notes,

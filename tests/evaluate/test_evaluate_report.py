@@ -288,3 +288,17 @@ def test_evaluate_runs_a_trained_model_end_to_end(trained_run, tmp_path):
     assert pseudo and all(a["candidates"] == 16 and 0 < a["type_probability"] <= 1 for a in pseudo)
     assert metrics["tasks"]["pseudo_cell_generation"]["constrained_draw"]["candidates"] == 16
     assert not any("candidates" in a for a in answers if a["task"] != "pseudo_cell_generation")
+
+
+def test_a_part_of_the_split_is_scored_with_a_coverage_warning(data, tmp_path, capsys):
+    """4 annotation answers of a split of many: the headline says so (issue 15)."""
+    four = [dict(r, output=r["target"]) for r in load_split(data, "test") if r["task"] == "annotation"][:4]
+    predictions = write_jsonl(tmp_path / "p.jsonl", four)
+    out = tmp_path / "r"
+    assert main(["evaluate", "--data", str(data), "--predictions", str(predictions), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    records = sum(r["task"] == "annotation" for r in load_split(data, "test"))
+    assert f"annotation accuracy 100.0 % (on 4 of {records} records)" in printed
+    assert f"note: only 4 of the {records} annotation records of the test split have a prediction" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["coverage"]["annotation"] == {"predicted": 4, "records": records}
