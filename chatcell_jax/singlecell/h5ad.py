@@ -57,7 +57,12 @@ class H5adFile:
         self.path = Path(path)
         self.spec = spec
         _check_is_h5ad(self.path)
-        self._file = h5py.File(self.path, "r")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as err:  # truncated or corrupted: h5py says which
+            raise InputError(
+                f"{self.path} cannot be opened as HDF5 ({err}); the file is damaged, copy it again"
+            ) from None
         self._check_layout()
         self.n_cells, self.n_genes = self._matrix_shape()
 
@@ -125,7 +130,16 @@ class H5adFile:
     # --- values ---------------------------------------------------------------------------------
 
     def iter_chunks(self, chunk_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
-        """Yield (first_row, CSR float64 chunk) covering all rows in order."""
+        """Yield (first_row, CSR float64 chunk) covering all rows in order; a read that fails
+        (a damaged file) is an InputError naming the file."""
+        if chunk_size < 1:
+            raise InputError(f"chunk size must be at least 1, got {chunk_size}")
+        try:
+            yield from self._chunks(chunk_size)
+        except OSError as err:
+            raise InputError(f"{self.path}: reading {self.spec.path} failed ({err}); the file is damaged") from None
+
+    def _chunks(self, chunk_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
         node = self._file[self.spec.path]
         encoding = node.attrs.get("encoding-type", "array")
         if isinstance(node, h5py.Dataset):

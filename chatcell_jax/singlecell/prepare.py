@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -241,6 +242,9 @@ def _instruction(task: str, phrasing: int, sentence: list[str], label: str | Non
     return source, genes if task_registry.get(task).generates_genes else label
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _labels(h5: H5adFile, source: Source) -> tuple[np.ndarray | None, int]:
     """Per-cell label (None where missing) and the number of missing labels."""
     if source.drug is not None:
@@ -250,9 +254,15 @@ def _labels(h5: H5adFile, source: Source) -> tuple[np.ndarray | None, int]:
     if not set(source.tasks) & set(task_registry.LABELLED):
         return None, 0
     column = h5.obs_column(source.label_key)
-    missing = column.isna().to_numpy()
     values = column.astype(str).str.strip().to_numpy(dtype=object)
-    values[missing | (values == "")] = None
+    missing = column.isna().to_numpy() | (values == "")  # an empty label is a missing one, counted as such
+    values[missing] = None
+    bad = next((v for v in values if v is not None and _CONTROL.search(v)), None)
+    if bad is not None:
+        raise InputError(
+            f"{h5.path}: the label {bad!r} of obs[{source.label_key!r}] holds a line break or control character, "
+            "which an answer cannot spell; clean the column"
+        )
     return values, int(missing.sum())
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from chatcell_jax.errors import InputError
 from chatcell_jax.singlecell import cells
 from chatcell_jax.singlecell.h5ad import H5adFile
 from chatcell_jax.singlecell.manifest import SentenceRecipe
@@ -29,8 +30,17 @@ class RankedCells:
 
 
 def gene_symbols(h5: H5adFile, gene_key: str | None) -> tuple[np.ndarray, int]:
-    """The file's gene symbols as sentences spell them (normalised, made unique), and how many were renamed."""
-    return cells.make_unique(cells.normalise_symbols(h5.gene_symbols(gene_key)))
+    """The file's gene symbols as sentences spell them (normalised, made unique), and how many were
+    renamed. An empty symbol is an InputError: it would be an empty word in every sentence."""
+    symbols = cells.normalise_symbols(h5.gene_symbols(gene_key))
+    empty = int(np.sum(symbols == ""))
+    if empty:
+        where = f"var[{gene_key!r}]" if gene_key else "the var index"
+        raise InputError(
+            f"{h5.path}: {empty} gene symbol(s) in {where} are empty; fill them in, or choose the column with "
+            "symbols (--gene-key)"
+        )
+    return cells.make_unique(symbols)
 
 
 class SentenceStream:

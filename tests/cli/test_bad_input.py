@@ -24,6 +24,10 @@ def inputs(trained_run, tmp_path_factory):
     prompts.write_text("".join(json.dumps({"source": r["source"]}) + "\n" for r in load_split(data, "test")[:2]))
     (root / "a-file").write_text("not a directory\n")
     write_h5ad(root / "unknown-genes.h5ad", random_counts(20, 40), genes=[f"NOTAGENE{i}" for i in range(40)])
+    types = {"cell_type": ["B", "T"] * 10}
+    write_h5ad(root / "empty-symbol.h5ad", random_counts(20, 40), genes=["", *[f"G{i}" for i in range(39)]], obs=types)
+    write_h5ad(root / "newline-label.h5ad", random_counts(20, 40), obs={"cell_type": ["B\ncell", "T"] * 10})
+    (root / "truncated.h5ad").write_bytes(demo_data_path().read_bytes()[:400_000])
     return run, prompts, root / "a-file"
 
 
@@ -62,12 +66,28 @@ CASES = {
         "is a file, so the output's folder",
     ),
     "annotate cells of unknown genes": (
-        ["annotate", "{run}", "{unknown}", "--out", "{tmp}/a.h5ad"],
+        ["annotate", "{run}", "{inputs}/unknown-genes.h5ad", "--out", "{tmp}/a.h5ad"],
         "none of the 40 genes of",
     ),
     "predict-drug of an unknown drug": (
         ["predict-drug", "{run}", str(demo_data_path()), "--drug", "Aspirin", "--out", "{tmp}/d.h5ad"],
         "unknown drug 'Aspirin'",
+    ),
+    "annotate a truncated file": (
+        ["annotate", "{run}", "{inputs}/truncated.h5ad", "--out", "{tmp}/a.h5ad"],
+        "cannot be opened as HDF5",
+    ),
+    "prepare a truncated file": (
+        ["prepare", "{inputs}/truncated.h5ad", "--label-key", "cell_type", "--out", "{tmp}/data", "--no-progress"],
+        "the file is damaged, copy it again",
+    ),
+    "prepare an empty gene symbol": (
+        ["prepare", "{inputs}/empty-symbol.h5ad", "--label-key", "cell_type", "--out", "{tmp}/data", "--no-progress"],
+        "1 gene symbol(s) in the var index are empty",
+    ),
+    "prepare a label with a line break": (
+        ["prepare", "{inputs}/newline-label.h5ad", "--label-key", "cell_type", "--out", "{tmp}/data", "--no-progress"],
+        "holds a line break or control character",
     ),
     "prepare chunk-size 0": (["prepare", "--demo", "--out", "{tmp}/data", "--chunk-size", "0"], "--chunk-size"),
     "prepare top-k abc": (["prepare", "--demo", "--out", "{tmp}/data", "--top-k", "abc"], "'abc' is not an integer"),
@@ -79,7 +99,7 @@ CASES = {
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, inputs, tmp_path, capsys):
     run, prompts, a_file = inputs
     argv, words = CASES[case]
-    fill = dict(run=run, prompts=prompts, file=a_file, tmp=tmp_path, unknown=a_file.parent / "unknown-genes.h5ad")
+    fill = dict(run=run, prompts=prompts, file=a_file, tmp=tmp_path, inputs=a_file.parent)
     before = sorted(tmp_path.rglob("*"))
     assert _exit_code([a.format(**fill) for a in argv]) == 2
     err = capsys.readouterr().err.strip()

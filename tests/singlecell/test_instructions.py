@@ -277,3 +277,12 @@ def test_augmented_copies_are_training_cells_only(demo, tmp_path):
 def test_bad_augment_options(options, message):
     with pytest.raises(InputError, match=message):
         options.validate()
+
+
+def test_empty_labels_are_counted_as_missing(tmp_path):
+    """An empty-string label is a missing label: counted and warned like NaN, not silently dropped."""
+    labels = ["B", "", "T", None, "  "] * 8
+    path = write_h5ad(tmp_path / "cells.h5ad", random_counts(40, 30), obs={"cell_type": labels})
+    opts = ins.PrepareOptions(label_key="cell_type", mode="all", top_k=10)
+    manifest = ins.prepare_dataset(tmp_path / "out", cells_input=path, options=opts)
+    assert manifest.sources[0].stats["cells_missing_label"] == 24
