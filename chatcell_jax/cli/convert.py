@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from chatcell_jax.atomic import check_output
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -29,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_import(args: argparse.Namespace) -> int:
     from chatcell_jax.hf.convert import import_hf
 
+    check_output(args.out, overwrite=True, inputs=(args.hf_dir,), kind="directory")
     import_hf(args.hf_dir, args.out)
     return 0
 
@@ -36,5 +39,6 @@ def run_import(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from chatcell_jax.hf.convert import export_hf
 
+    check_output(args.out, overwrite=True, inputs=(args.model,), kind="directory")
     export_hf(args.model, args.out)
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from chatcell_jax.atomic import check_output
 from chatcell_jax.cli.score import add_candidates_argument
 from chatcell_jax.cli.types import positive_int, seed_int
 from chatcell_jax.errors import InputError
@@ -70,8 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from chatcell_jax.evaluate import EvaluateOptions, evaluate_predictions, read_predictions
 
-    if args.out.exists() and not args.overwrite:
-        raise InputError(f"{args.out} already exists; pass --overwrite to replace it")
+    check_output(args.out, overwrite=args.overwrite, kind="directory")
     check_candidates(args.candidates)  # before loading the model
     if args.predictions is not None:
         predictions = read_predictions(args.predictions)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from chatcell_jax.atomic import check_output
 from chatcell_jax.cli.types import nonnegative_int, positive_int
 from chatcell_jax.errors import InputError
 from chatcell_jax.singlecell.tasks import of_kind
@@ -101,6 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from chatcell_jax.singlecell import prepare as ins
 
+    check_output(args.out, overwrite=args.overwrite, kind="directory")  # before reading any cell
     if args.chatcell_json:
         from chatcell_jax.singlecell.chatcell_json import convert_chatcell_instructions
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chatcell_jax.atomic import check_output
 from chatcell_jax.cli.types import positive_int
 
 
@@ -32,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from chatcell_jax.tokenizer import build_tokenizer
 
+    check_output(args.out, overwrite=args.overwrite, inputs=(args.data,), kind="directory")
     record = build_tokenizer(
         args.data, args.out, base=args.base, sp_vocab_size=args.sp_vocab_size, overwrite=args.overwrite
     )

@@ -297,4 +297,4 @@ def test_cli_import_and_export(tmp_path, capsys):
     assert main(["export-hf", str(tmp_path / "m"), "--out", str(tmp_path / "hf2")]) == 0
     assert (tmp_path / "hf2" / "model.safetensors").read_bytes() == (tmp_path / "hf" / "model.safetensors").read_bytes()
     assert main(["export-hf", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
-    assert "not a model" in capsys.readouterr().err
+    assert "nothing does not exist; train one" in capsys.readouterr().err
