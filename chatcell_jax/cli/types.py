@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from chatcell_jax.serve.options import MAX_SEED
+from chatcell_jax.seed import MAX_SEED
 
 
 def int_in(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -17,14 +17,13 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.seed import MAX_SEED
 
 if TYPE_CHECKING:
     from chatcell_jax.serve.decoding import GenerationConfig
 
 MODES = ("beam", "greedy", "sample")
 EARLY_STOPPING = {"false": False, "true": True, "never": "never"}
-# jax keys hold 32 bits of a seed (without x64): 2**32 would draw exactly what 0 draws.
-MAX_SEED = 2**32 - 1
 
 
 def _name(field: str) -> str:

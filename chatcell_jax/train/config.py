@@ -19,10 +19,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chatcell_jax.errors import InputError
+from chatcell_jax.seed import MAX_SEED
 
 CONFIG_FILE = "config.json"
 AtLeastOne = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]  # see chatcell_jax/seed.py
 NonNegative = Annotated[float, Field(ge=0.0)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]  # a probability below one (dropout, smoothing)
 TaskMap = dict[str, Annotated[float, Field(ge=0.0)]]
@@ -59,7 +61,7 @@ class TrainConfig(BaseModel):
     steps: AtLeastOne = 300  # optimizer steps
     batch_size: AtLeastOne = 16  # global batch (all processes), examples per optimizer step
     grad_accum_steps: AtLeastOne = 1  # micro-batches per step; batch_size must divide by it x data parallelism
-    seed: NonNegativeInt = 0  # parameters, dropout and data order
+    seed: Seed = 0  # parameters, dropout and data order
     # --- optimizer and schedule ---
     optimizer: Literal["adamw", "adafactor"] = "adamw"
     learning_rate: NonNegative = 1e-3  # peak learning rate
