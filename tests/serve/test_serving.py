@@ -114,7 +114,9 @@ def test_annotate_refuses_to_write_over_its_input(trained_run, capsys):
 def test_predict_drug_answers_are_sensitive_or_resistant(trained_run, tmp_path):
     run, _ = trained_run
     out = tmp_path / "drug.h5ad"
-    assert run_cli("predict-drug", run, demo_data_path(), "--drug", "Cisplatin", "--out", out, "--no-progress") == 0
+    # The test model knows no drug: answers only with the explicit flag (the refusal: test_bad_input).
+    args = ("predict-drug", run, demo_data_path(), "--drug", "Cisplatin", "--allow-unknown-drug", "--out", out)
+    assert run_cli(*args, "--no-progress") == 0
     assert set(ad.read_h5ad(out).obs["chatcell_drug_response"]) <= {"sensitive", "resistant"}
 
 

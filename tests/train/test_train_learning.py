@@ -38,8 +38,7 @@ def test_tiny_preset_learns(tmp_path):
     start, end = evaluations[0], evaluations[STEPS]
     # Measured 7.67 -> 5.07 (ratio 0.66) on the 2-core CPU machine.
     assert end["valid_loss"] < 0.75 * start["valid_loss"], (start["valid_loss"], end["valid_loss"])
-    # Decoding metrics for every task of the data, as percentages; the untrained model writes no
-    # genes, the trained one answers with gene symbols of the dataset.
+    # Decoding metrics for every task of the data, as percentages.
     names = {
         f"valid_{task}_{m}"
         for task, m in [
@@ -53,7 +52,10 @@ def test_tiny_preset_learns(tmp_path):
     for record in (start, end):
         assert names <= set(record), sorted(record)
         assert all(0.0 <= record[n] <= 100.0 for n in names)
-    assert start["valid_random_generation_validity"] < 50.0 <= end["valid_random_generation_validity"]
+    # Genes are about 70 % of the vocabulary, so the untrained model's tokens are genes at about that
+    # rate (measured 62 % and 48 % with gene_init svd); trained for STEPS it writes genes only (100 %).
+    for task in ("random_generation", "pseudo_cell_generation"):
+        assert start[f"valid_{task}_validity"] < 90.0 <= end[f"valid_{task}_validity"], task
 
 
 def test_sample_and_score():
