@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from chatcell_jax.atomic import check_output
@@ -205,55 +206,51 @@ def _recipe(args, manifest, kind: str):
     )
 
 
-def run_annotate(args: argparse.Namespace) -> int:
-    from chatcell_jax.serve import prompts
+def _classify_cells(args: argparse.Namespace, what: str, task: Callable) -> int:
+    """annotate / predict-drug: one constrained answer per cell of args.cells into a copy at --out.
+    `task(manifest)` gives (source kind of the recipe, labels, prompt of a sentence, obs column)."""
     from chatcell_jax.serve.jobs import classify_h5ad
     from chatcell_jax.serve.loading import require_manifest
 
     check_out(args, args.cells)
     generator, manifest = _load(args)
-    manifest = require_manifest(manifest, "annotate")
-    summary = classify_h5ad(
-        generator,
-        _recipe(args, manifest, "cells"),
-        args.cells,
-        args.out,
-        labels=list(manifest.labels.cell_type),
-        make_prompt=prompts.annotation_prompt,
-        column="chatcell_cell_type",
-        known_genes=manifest.genes,
-        truncate=args.truncate,
-        progress=not args.no_progress,
-    )
-    print(f"wrote {args.out}: {json.dumps(summary)}")
-    return 0
-
-
-def run_predict_drug(args: argparse.Namespace) -> int:
-    from chatcell_jax.serve import prompts
-    from chatcell_jax.serve.jobs import classify_h5ad
-    from chatcell_jax.serve.loading import require_manifest
-
-    check_out(args, args.cells)
-    generator, manifest = _load(args)
-    manifest = require_manifest(manifest, "predict-drug")
-    check_drug(args.drug, manifest.labels.drug, args.allow_unknown_drug)
-    labels = list(manifest.labels.response) or ["resistant", "sensitive"]
-    kind = "drug" if manifest.source("drug") is not None else "cells"  # --allow-unknown-drug on a cells-only model
+    manifest = require_manifest(manifest, what)
+    kind, labels, make_prompt, column = task(manifest)
     summary = classify_h5ad(
         generator,
         _recipe(args, manifest, kind),
         args.cells,
         args.out,
         labels=labels,
-        make_prompt=lambda s: prompts.drug_prompt(s, args.drug),
-        column="chatcell_drug_response",
+        make_prompt=make_prompt,
+        column=column,
         known_genes=manifest.genes,
         truncate=args.truncate,
         progress=not args.no_progress,
     )
     print(f"wrote {args.out}: {json.dumps(summary)}")
     return 0
+
+
+def run_annotate(args: argparse.Namespace) -> int:
+    from chatcell_jax.serve import prompts
+
+    def task(manifest):
+        return "cells", list(manifest.labels.cell_type), prompts.annotation_prompt, "chatcell_cell_type"
+
+    return _classify_cells(args, "annotate", task)
+
+
+def run_predict_drug(args: argparse.Namespace) -> int:
+    from chatcell_jax.serve import prompts
+
+    def task(manifest):
+        check_drug(args.drug, manifest.labels.drug, args.allow_unknown_drug)
+        kind = "drug" if manifest.source("drug") is not None else "cells"  # --allow-unknown-drug, cells-only model
+        labels = list(manifest.labels.response) or ["resistant", "sensitive"]
+        return kind, labels, lambda s: prompts.drug_prompt(s, args.drug), "chatcell_drug_response"
+
+    return _classify_cells(args, "predict-drug", task)
 
 
 def check_drug(drug: str, known: tuple[str, ...], allow_unknown: bool) -> None:
