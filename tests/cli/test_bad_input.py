@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from chatcell_jax.cli import main
+from chatcell_jax.singlecell import prepare as ins
 from chatcell_jax.singlecell.prepare import demo_data_path
 from chatcell_jax.singlecell.records import load_split
+from chatcell_jax.tokenizer import build_tokenizer
 from tests.helpers.h5ad import random_counts, write_h5ad
 
 
@@ -28,6 +30,9 @@ def inputs(trained_run, tmp_path_factory):
     write_h5ad(root / "empty-symbol.h5ad", random_counts(20, 40), genes=["", *[f"G{i}" for i in range(39)]], obs=types)
     write_h5ad(root / "newline-label.h5ad", random_counts(20, 40), obs={"cell_type": ["B\ncell", "T"] * 10})
     (root / "truncated.h5ad").write_bytes(demo_data_path().read_bytes()[:400_000])
+    other = write_h5ad(root / "other.h5ad", random_counts(20, 40), genes=[f"OTHER{i}" for i in range(40)], obs=types)
+    ins.prepare_dataset(root / "other-data", cells_input=other, options=ins.PrepareOptions(top_k=10))
+    build_tokenizer(root / "other-data", root / "other-tokenizer")
     return run, prompts, root / "a-file"
 
 
@@ -89,6 +94,11 @@ CASES = {
         ["prepare", "{inputs}/newline-label.h5ad", "--label-key", "cell_type", "--out", "{tmp}/data", "--no-progress"],
         "holds a line break or control character",
     ),
+    "train with a tokenizer of other data": (
+        ["train", "--no-progress", "--set", "data={data}", "--set", "tokenizer={inputs}/other-tokenizer"]
+        + ["--set", "out={tmp}/run", "--set", "steps=1"],
+        "it was built for other data; build it for this data with `chatcell tokenizer --data DATA_DIR`",
+    ),
     "prepare chunk-size 0": (["prepare", "--demo", "--out", "{tmp}/data", "--chunk-size", "0"], "--chunk-size"),
     "prepare top-k abc": (["prepare", "--demo", "--out", "{tmp}/data", "--top-k", "abc"], "'abc' is not an integer"),
     "evaluate seed negative": (["evaluate", "{run}", "--data", "{tmp}", "--out", "{tmp}/e", "--seed", "-1"], "--seed"),
@@ -99,7 +109,7 @@ CASES = {
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, inputs, tmp_path, capsys):
     run, prompts, a_file = inputs
     argv, words = CASES[case]
-    fill = dict(run=run, prompts=prompts, file=a_file, tmp=tmp_path, inputs=a_file.parent)
+    fill = dict(run=run, prompts=prompts, file=a_file, tmp=tmp_path, inputs=a_file.parent, data=run.parent / "data")
     before = sorted(tmp_path.rglob("*"))
     assert _exit_code([a.format(**fill) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
@@ -117,6 +127,29 @@ def test_an_existing_output_needs_overwrite(inputs, tmp_path, capsys):
     assert out.read_text() == "earlier answers\n"
     assert main([a.format(run=run, prompts=prompts) for a in _generate(str(out), "--overwrite")]) == 0
     assert out.read_text().count("\n") == 2
+
+
+def test_annotate_also_needs_overwrite_for_an_existing_output(inputs, tmp_path, capsys):
+    run, _, _ = inputs
+    out = tmp_path / "annotated.h5ad"
+    out.write_bytes(b"an earlier output")
+    assert main(["annotate", str(run), str(demo_data_path()), "--out", str(out), "--no-progress"]) == 2
+    assert "already exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier output"
+
+
+def test_few_known_genes_are_reported_and_warned(inputs, tmp_path, capsys, caplog):
+    """A file sharing only some genes with the model is annotated, with the overlap in the summary
+    and a warning (the answers rest on the few genes the model can read)."""
+    run, _, _ = inputs
+    known = sorted(json.loads((Path(run) / "manifest.json").read_text())["genes"])[:5]
+    genes = [*known, *[f"NOTAGENE{i}" for i in range(35)]]
+    cells = write_h5ad(tmp_path / "cells.h5ad", random_counts(12, 40), genes=genes)
+    out = tmp_path / "a.h5ad"
+    assert main(["annotate", str(run), str(cells), "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.split(": ", 1)[1])
+    assert summary["genes_known"] == "5 of 40" and summary["sentence_genes_known_percent"] < 50
+    assert "known to the model" in caplog.text and "check --gene-key" in caplog.text
 
 
 def test_chat_takes_its_question_after_options(trained_run, capsys):
