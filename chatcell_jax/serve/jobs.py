@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chatcell_jax.atomic import atomic_file
+from chatcell_jax.atomic import atomic_file, check_output
 from chatcell_jax.errors import InputError
 from chatcell_jax.serve import prompts
 from chatcell_jax.serve.decoding import GenerationConfig
@@ -82,8 +82,7 @@ def classify_h5ad(
     The model reads only genes it was trained on (`known_genes`): a file sharing none of them is
     refused before any work, and the summary reports the share of the sentences' genes it knows,
     with a warning below `MIN_KNOWN_SHARE`."""
-    if Path(input_path).resolve() == Path(out_path).resolve():
-        raise InputError("--out must differ from the input: the input file is never modified in place")
+    check_output(out_path, overwrite=True, inputs=(input_path,))  # the CLI made the same check first
     known_genes = set(known_genes)
     file_genes = prompts.check_gene_overlap(input_path, recipe, known_genes)
     ids, answers, probabilities, empty = [], [], [], 0

@@ -117,9 +117,9 @@ class Trainer:
         self.config, self.progress = config, progress
         _check_data_dir(config.data)
         self.tokenizer = _load_tokenizer(config.tokenizer)
-        data_manifest = _data_manifest(config.data)
-        if data_manifest is not None:
-            check_covers(self.tokenizer, data_manifest, config.tokenizer)
+        self.data_manifest = _data_manifest(config.data)  # None for ChatCell-Instructions data
+        if self.data_manifest is not None:
+            check_covers(self.tokenizer, self.data_manifest, config.tokenizer)
         self.train_records = data_lib.load_records(config.data, "train")
         # Interleaved, so the `eval_batches` first batches measure every task.
         self.valid_records = (
@@ -228,7 +228,7 @@ class Trainer:
                 length_bucket=self.config.bucket_multiple,
             )
             samples = generation_eval.sample_tasks(self.valid_records, self.config.eval_generate, self.config.seed)
-            self._generation = (generator, samples, _data_manifest(self.config.data))
+            self._generation = (generator, samples, self.data_manifest)
         generator, samples, manifest = self._generation
         # With several processes every one decodes the same sample from a full copy of the parameters.
         params = self.state.params
