@@ -143,6 +143,7 @@ def _load_step(step_dir: Path) -> tuple[T5Config, Params, Path | None]:
     """Parameters of an Orbax step (only `params` is read), with the run's model config and tokenizer."""
     import orbax.checkpoint as ocp
 
+    step_dir = step_dir.absolute()  # Orbax misreads a relative path (no tree metadata, or an error)
     run_dir = step_dir.parent.parent
     if not (run_dir / STEP_CONFIG_FILE).is_file():
         raise InputError(

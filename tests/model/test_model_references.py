@@ -28,6 +28,14 @@ def test_run_dir_and_its_last_step_load_the_final_model(trained_run):
     assert tokenizer == run / "tokenizer" and (tokenizer / "tokenizer.json").is_file()
 
 
+def test_a_step_named_by_a_relative_path_loads(trained_run, monkeypatch):
+    run, _ = trained_run
+    step = max((p for p in (run / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    monkeypatch.chdir(run)
+    for a, b in zip(_params(step.relative_to(run)), _params(run / "model"), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_export_hf_takes_a_run_directory(trained_run, tmp_path):
     run, _ = trained_run
     assert main(["export-hf", str(run), "--out", str(tmp_path / "hf")]) == 0
